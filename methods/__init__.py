@@ -1,0 +1,40 @@
+"""Method registry: one module per compressor, each registering a small dataclass with ``@register``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from methods.base import LayerInputs, Method
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _discover() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in ("base", "budget", "attention") and not mod.name.startswith("_"):
+            importlib.import_module(f"methods.{mod.name}")
+
+
+def available() -> list[str]:
+    _discover()
+    return sorted(METHODS)
+
+
+def make_method(name: str, **params) -> Method:
+    _discover()
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**params)
+
+
+__all__ = ["LayerInputs", "Method", "METHODS", "register", "make_method", "available"]

@@ -1,0 +1,52 @@
+"""What every suite provides: records from its data, and its official metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from harness.records import Record
+
+
+class DataMissing(RuntimeError):
+    """A task's data could not be read. The message says which files to fetch and where to put them."""
+
+
+@dataclass
+class TaskData:
+    records: list[Record]
+    skipped: dict[str, str] = field(default_factory=dict)  # sub-task -> reason (what to fetch, where)
+
+
+class Task:
+    """Base class of a suite. Subclasses register themselves with ``@register("name")``.
+
+    ``params`` are the task config's values (conf/task/<name>.yaml minus ``name``), e.g. ``length``,
+    ``tasks`` (sub-task subset), ``data_dir``.
+    """
+
+    suite: ClassVar[str] = ""
+
+    def __init__(self, **params: Any):
+        self.params = params
+
+    # ------------------------------------------------------------------ data
+    def max_length(self) -> int | None:
+        """Prompt + answer token length the task needs (checked against the model before loading it)."""
+        return self.params.get("length")
+
+    def load(self, tokenizer, n_samples: int | None, seed: int) -> TaskData:
+        """Records for up to ``n_samples`` samples per sub-task (None: all), deterministic in ``seed``.
+
+        Sample ``i`` of a sub-task must not depend on ``n_samples`` (so raising ``n_samples`` resumes).
+        """
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- metric
+    def score(self, record: Record, prediction: str) -> float:
+        """The official metric of ``record.metric`` for one prediction, on a 0..100 scale."""
+        raise NotImplementedError
+
+    def headline(self, task_scores: dict[str, float]) -> float:
+        """The suite's headline number from per-sub-task scores (default: unweighted mean)."""
+        return sum(task_scores.values()) / max(1, len(task_scores))
