@@ -1,0 +1,25 @@
+"""CLI: ``python -m harness method=<m> task=<t> r=<r>`` (Hydra; see conf/config.yaml and the README)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from harness.plan import UsageError
+    from harness.results import CorruptResultFile
+    from harness.run import run
+
+    try:
+        run(cfg)
+    except (UsageError, CorruptResultFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

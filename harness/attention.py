@@ -1,0 +1,201 @@
+"""The harness's attention function: scores methods during the context prefill, masks compressed caches after.
+
+Registered with transformers' ``AttentionInterface`` under ``kvbench_<base>`` (with the base kernel's mask
+function registered under the same name in ``AttentionMaskInterface``). It sees the post-RoPE queries and
+keys of every architecture, so no method needs per-architecture code.
+
+- Prefill (a ``Scoring`` context is active): each requested method scores the layer's keys (and queries),
+  then the base kernel (sdpa / eager / flash) computes attention as usual.
+- Decode over a compressed cache (a ``Masking`` context is active): every layer's keys may be fewer than the
+  context, of different lengths per head (padded, with a validity mask) and per batch row (several
+  configurations decoded as one batch). The mask is built here from the *positions* of the cached entries:
+  a query at position p sees a valid key at position q <= p (and q > p - window on sliding layers). This
+  makes the question part see the whole compressed context whatever the cache length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from methods.base import LayerInputs, Method
+
+_local = threading.local()
+
+
+def _current(kind: str):
+    return getattr(_local, kind, None)
+
+
+@contextlib.contextmanager
+def _activate(kind: str, value):
+    prev = getattr(_local, kind, None)
+    setattr(_local, kind, value)
+    try:
+        yield value
+    finally:
+        setattr(_local, kind, prev)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Scoring:
+    """Collects ``scores[key][layer] = (H_kv, n)`` for each method during one prefill."""
+
+    methods: dict[str, Method]  # score key -> method
+    layers: set[int] | None = None  # layers to score (None: all)
+    scores: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.needs_queries = any(m.needs_queries for m in self.methods.values())
+        for key in self.methods:
+            self.scores[key] = {}
+            self.seconds[key] = 0.0
+
+    def observe(self, module, query, key, value, scaling) -> None:
+        idx = module.layer_idx
+        if self.layers is not None and idx not in self.layers:
+            return
+        layer = LayerInputs(
+            layer_idx=idx,
+            keys=key[0],
+            values=value[0],
+            queries=query[0] if self.needs_queries else None,
+            scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
+        )
+        for name, method in self.methods.items():
+            _sync(key.device)
+            t0 = time.perf_counter()
+            s = method.score(layer)
+            _sync(key.device)
+            self.seconds[name] += time.perf_counter() - t0
+            self.scores[name][idx] = s.float()
+
+
+@dataclass
+class LayerMask:
+    """Positions and validity of the compressed context entries of one layer, for a batch."""
+
+    positions: torch.Tensor  # (B, H_kv, L) int64: RoPE position of each cached context entry
+    valid: torch.Tensor | None  # (B, H_kv, L) bool, None when every entry is valid
+    sliding_window: int | None = None
+
+
+@dataclass
+class Masking:
+    """Decode-time state: per-layer context entries and the positions of tokens appended after them."""
+
+    layers: dict[int, LayerMask]
+    appended: torch.Tensor  # (B, m) int64 positions of question/generated tokens in the cache so far
+
+    def extend(self, positions: torch.Tensor) -> None:
+        self.appended = torch.cat([self.appended, positions], dim=1)
+
+
+def scoring(methods: dict[str, Method], layers: set[int] | None = None):
+    return _activate("scoring", Scoring(methods, layers))
+
+
+def masking(state: Masking):
+    return _activate("masking", state)
+
+
+def masked_attention(module, query, key, value, state: Masking, scaling, dropout=0.0):
+    """Attention of ``query`` over a compressed cache (keys = context entries + appended tokens)."""
+    meta = state.layers[module.layer_idx]
+    bsz, h_kv, kv_len, _ = key.shape
+    q_len = query.shape[2]
+    n_ctx = meta.positions.shape[-1]
+    n_app = kv_len - n_ctx
+    appended = state.appended[:, :n_app]
+    key_pos = torch.cat([meta.positions, appended[:, None, :].expand(bsz, h_kv, n_app)], dim=-1)
+    q_pos = appended[:, n_app - q_len :]  # the queries are the last appended tokens
+    allowed = key_pos[:, :, None, :] <= q_pos[:, None, :, None]  # (B, H_kv, q, kv)
+    if meta.sliding_window:
+        allowed &= key_pos[:, :, None, :] > (q_pos[:, None, :, None] - meta.sliding_window)
+    if meta.valid is not None:
+        valid = torch.cat([meta.valid, meta.valid.new_ones(bsz, h_kv, n_app)], dim=-1)
+        allowed &= valid[:, :, None, :]
+    groups = query.shape[1] // h_kv
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+        allowed = allowed.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _make_forward(base: str):
+    def kvbench_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        mask_state = _current("masking")
+        if mask_state is not None and module.layer_idx in mask_state.layers:
+            return masked_attention(module, query, key, value, mask_state, scaling, dropout)
+        score_state = _current("scoring")
+        if score_state is not None:
+            score_state.observe(module, query, key, value, scaling)
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        if base == "eager":
+            return _eager(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        return ALL_ATTENTION_FUNCTIONS[base](
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+
+    kvbench_attention.__name__ = f"kvbench_{base}"
+    return kvbench_attention
+
+
+def _eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Plain softmax attention (debugging reference; the models' own eager functions differ per file)."""
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    logits = torch.matmul(query, key.transpose(2, 3)) * scale
+    softcap = kwargs.get("softcap")
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attention_mask, float("-inf"))
+        else:
+            logits = logits + attention_mask[..., : key.shape[-2]]
+    probs = torch.softmax(logits.float(), dim=-1).to(query.dtype)
+    out = torch.matmul(probs, value)
+    return out.transpose(1, 2).contiguous(), probs
+
+
+BASES = ("sdpa", "eager", "flash_attention_2")
+_registered: set[str] = set()
+
+
+def register(base: str) -> str:
+    """Register ``kvbench_<base>`` (attention and mask functions); returns the implementation name."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import AttentionInterface
+
+    if base not in BASES:
+        raise ValueError(f"unknown attn_impl {base!r}; choose one of {', '.join(BASES)}")
+    name = f"kvbench_{base}"
+    if name not in _registered:
+        AttentionInterface.register(name, _make_forward(base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _registered.add(name)
+    return name
+
+
+def install(model, attn_impl: str = "sdpa") -> None:
+    """Switch a loaded model to the harness attention over ``attn_impl`` (sdpa, eager, flash_attention_2)."""
+    name = register(attn_impl)
+    model.set_attn_implementation(name)
+    model.kvbench_attn_impl = attn_impl

@@ -1,0 +1,190 @@
+"""The evaluation protocol for one context (protocol.md): split, prefill with scoring, compress, decode.
+
+1. ``encode_context`` / ``encode_question``: render the chat template with the context at the start of the user turn; tokenise the context
+   part and the question part separately, so the context boundary is exact; middle-truncate the context.
+2. ``prefill``: forward the context tokens (positions 0..n-1) with full attention through the base model (no
+   logits for every position), recording each method's scores in the harness attention function.
+3. ``select_positions`` + ``cache.compress``: keep each configuration's positions per layer and KV head.
+4. ``decode``: feed the question part at positions n, n+1, ... (StreamingLLM ``rerotate``: n_kept, ...) and
+   decode greedily until EOS, a stop string or ``max_new_tokens``; several configurations decode as one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from harness import attention
+from harness.cache import CompressedContext, batch_cache
+from harness.records import Record
+from methods.base import Method
+from methods.budget import n_kept_for, select
+
+_PLACEHOLDER = "\u2063KVBENCH_CONTEXT\u2063"
+
+
+@dataclass
+class Encoded:
+    context_ids: torch.Tensor  # (1, n) after truncation
+    n_context_original: int
+    truncated: bool
+
+
+def render_parts(tokenizer, record: Record) -> tuple[str, str]:
+    """(context part, question part) text. With a chat template the context part ends inside the user turn and
+    the question part holds the rest of the turn, the assistant header and the answer prefix."""
+    if record.chat_template and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _PLACEHOLDER + record.question}], add_generation_prompt=True, tokenize=False
+        )
+        head, tail = rendered.split(_PLACEHOLDER, 1)
+        return head + record.context, tail + record.answer_prefix
+    return record.context, record.question + record.answer_prefix
+
+
+def middle_truncate(ids: torch.Tensor, budget: int) -> torch.Tensor:
+    """Keep the first and last halves of ``budget`` tokens (LongBench / InfiniteBench / LooGLE)."""
+    n = ids.shape[-1]
+    if n <= budget:
+        return ids
+    head = budget // 2
+    return torch.cat([ids[..., :head], ids[..., n - (budget - head) :]], dim=-1)
+
+
+def _templated(tokenizer, record: Record) -> bool:
+    return bool(record.chat_template and getattr(tokenizer, "chat_template", None))
+
+
+def encode_question(tokenizer, record: Record) -> torch.Tensor:
+    """(1, q) token ids of the question part."""
+    return tokenizer(render_parts(tokenizer, record)[1], add_special_tokens=False, return_tensors="pt").input_ids
+
+
+def encode_context(tokenizer, record: Record, max_context: int | None = None) -> Encoded:
+    """(1, n) token ids of the context part, middle-truncated to ``max_context`` tokens."""
+    text = render_parts(tokenizer, record)[0]
+    ctx = tokenizer(text, add_special_tokens=not _templated(tokenizer, record), return_tensors="pt").input_ids
+    n = ctx.shape[-1]
+    if max_context is not None and n > max_context:
+        if max_context < 1:
+            raise ValueError(f"no room for the context of {record.sample_id}: the question part alone is too long")
+        ctx = middle_truncate(ctx, max_context)
+    return Encoded(ctx, n, ctx.shape[-1] < n)
+
+
+def compressed_layers(model) -> tuple[set[int], dict[int, int | None]]:
+    """Layers that compression applies to (global attention) and each layer's sliding window (or None)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n_layers = cfg.num_hidden_layers
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * n_layers
+    window = getattr(cfg, "sliding_window", None)
+    sliding = {i: (window if t == "sliding_attention" else None) for i, t in enumerate(types)}
+    return {i for i, t in enumerate(types) if t != "sliding_attention"}, sliding
+
+
+def base_model(model):
+    return getattr(model, "model", model)
+
+
+@torch.no_grad()
+def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[DynamicCache, dict, dict, float]:
+    """Full-attention prefill of ``ids`` recording each method's scores. Returns (cache, scores, seconds, prefill_s)."""
+    layers, _ = compressed_layers(model)
+    cache = DynamicCache()
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    positions = torch.arange(ids.shape[-1], device=device)[None]
+    attention._sync(device)
+    t0 = time.perf_counter()
+    with attention.scoring(methods, layers) as state:
+        base_model(model)(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True)
+    attention._sync(device)
+    total = time.perf_counter() - t0
+    return cache, state.scores, state.seconds, total - sum(state.seconds.values())
+
+
+def select_positions(
+    scores: dict[int, torch.Tensor],
+    method: Method,
+    n: int,
+    r: float | None,
+    budget_tokens: int | None,
+    policy: str,
+    safeguard: float,
+) -> dict[int, list[torch.Tensor]]:
+    """Kept positions per compressed layer and KV head for one configuration."""
+    if not method.compresses:
+        return {i: [torch.arange(n, device=s.device)] * s.shape[0] for i, s in scores.items()}
+    n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
+    protected = method.protected(n, n_kept)
+    return {i: select(s, n_kept, policy, safeguard, protected) for i, s in scores.items()}
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(src, "eos_token_id", None)
+        if eos is None:
+            continue
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return ids
+
+
+@torch.no_grad()
+def decode(
+    model,
+    tokenizer,
+    contexts: list[CompressedContext],
+    question_ids: torch.Tensor,
+    max_new_tokens: int,
+    stop_strings: list[str] | None = None,
+) -> tuple[list[str], list[int], float]:
+    """Greedy decoding of one question over several compressed contexts at once (one batch row each).
+
+    Returns (predictions, generated token counts, seconds)."""
+    device = next(model.parameters()).device
+    cache, state, starts = batch_cache(contexts)
+    bsz = len(contexts)
+    eos = eos_ids(model, tokenizer)
+    stops = [s for s in (stop_strings or []) if s]
+    q = question_ids.to(device).expand(bsz, -1)
+    positions = starts[:, None] + torch.arange(q.shape[-1], device=device)[None]
+    generated: list[list[int]] = [[] for _ in range(bsz)]
+    done = [False] * bsz
+    texts = [""] * bsz
+    attention._sync(device)
+    t0 = time.perf_counter()
+    with attention.masking(state):
+        inputs = q
+        for _ in range(max_new_tokens):
+            state.extend(positions)
+            out = model(input_ids=inputs, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            nxt = out.logits[:, -1].argmax(dim=-1)
+            for b, tok in enumerate(nxt.tolist()):
+                if done[b]:
+                    continue
+                if tok in eos:
+                    done[b] = True
+                    continue
+                generated[b].append(tok)
+                if stops:
+                    texts[b] = tokenizer.decode(generated[b], skip_special_tokens=True)
+                    if any(s in texts[b] for s in stops):
+                        done[b] = True
+            if all(done):
+                break
+            inputs = nxt[:, None]
+            positions = positions[:, -1:] + 1
+    attention._sync(device)
+    seconds = time.perf_counter() - t0
+    preds = []
+    for b in range(bsz):
+        text = tokenizer.decode(generated[b], skip_special_tokens=True)
+        for s in stops:
+            if s in text:
+                text = text[: text.index(s)]
+        preds.append(text)
+    return preds, [len(g) for g in generated], seconds

@@ -1,0 +1,104 @@
+"""Result rows on disk: tidy Parquet part files written atomically, and resume.
+
+A run appends rows in part files ``part-<job>-<seq>.parquet`` (written to a temporary name, then renamed, so
+an interrupted run never leaves half a file); at the end the job's parts are merged into one
+``part-<job>.parquet``. Readers de-duplicate on (run_id, sample_id), so even a kill between writing the merged
+file and deleting its parts never shows a row twice. A rerun skips the (run_id, sample_id) pairs on disk.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+KEY = ["run_id", "sample_id"]
+
+
+class CorruptResultFile(RuntimeError):
+    pass
+
+
+def result_files(folder: str | Path) -> list[Path]:
+    files = sorted(Path(p) for p in glob.glob(os.path.join(str(folder), "**", "*.parquet"), recursive=True))
+    return [p for p in files if not p.name.startswith(".")]
+
+
+def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except Exception as exc:  # pyarrow raises several types for truncated/garbage files
+        raise CorruptResultFile(
+            f"result file {path} cannot be read ({exc.__class__.__name__}: {exc}). Move or delete it and rerun the "
+            f"same command: resume redoes only the rows that file held; every other result is kept."
+        ) from exc
+
+
+def done_keys(folder: str | Path) -> set[tuple[str, str]]:
+    """(run_id, sample_id) pairs already written under ``folder``."""
+    keys: set[tuple[str, str]] = set()
+    for path in result_files(folder):
+        df = _read(path, columns=KEY)
+        keys.update(zip(df["run_id"], df["sample_id"]))
+    return keys
+
+
+def read_rows(folder: str | Path) -> pd.DataFrame:
+    frames = [_read(p) for p in result_files(folder)]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates(subset=KEY, keep="last").reset_index(drop=True)
+
+
+def _write_atomic(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+class ResultWriter:
+    """Buffers rows of one job and flushes them as atomic part files under ``folder``."""
+
+    def __init__(self, folder: str | Path, job: str):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.job = job
+        self.rows: list[dict] = []
+        self.parts: list[Path] = []
+        self.written = 0
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        path = self.folder / f"part-{self.job}-{len(self.parts):05d}.parquet"
+        _write_atomic(pd.DataFrame(self.rows), path)
+        self.parts.append(path)
+        self.written += len(self.rows)
+        self.rows = []
+
+    def close(self) -> Path | None:
+        """Flush, then merge this job's parts into one file (atomically; parts removed after)."""
+        self.flush()
+        if not self.parts:
+            return None
+        if len(self.parts) == 1:
+            final = self.folder / f"part-{self.job}.parquet"
+            os.replace(self.parts[0], final)
+            self.parts = []
+            return final
+        merged = pd.concat([_read(p) for p in self.parts], ignore_index=True)
+        final = self.folder / f"part-{self.job}.parquet"
+        _write_atomic(merged, final)
+        for p in self.parts:
+            p.unlink(missing_ok=True)
+        self.parts = []
+        return final

@@ -1,0 +1,114 @@
+"""One harness run: plan (no weights) -> load model -> records -> sweep -> Parquet rows -> summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+import pandas as pd
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from harness.plan import Plan, UsageError, make_plan
+from harness.results import ResultWriter, done_keys, read_rows
+from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
+
+
+def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
+    """The parts of the resolved configuration that define results (hashed into run_id, with the cell)."""
+    return {
+        "model": plan.model.name,
+        "model_source": plan.model.hub_id or plan.model.path or plan.model.package or plan.model.source,
+        "dtype": dtype,
+        "attn_impl": cfg.attn_impl,
+        "task": plan.task_name,
+        "task_params": plan.task_params,
+        "seed": int(cfg.seed),
+        "max_context": cfg.get("max_context"),
+    }
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Headline score per (suite, length) x (method, r): task means, then the suite's headline."""
+    from tasks import make_task
+
+    if df.empty:
+        return pd.DataFrame()
+    df = df.copy()
+    df["length_bucket"] = df["length_bucket"].fillna(-1)
+    df["budget"] = df.apply(lambda x: f"B={int(x.budget_tokens)}" if pd.notna(x.get("budget_tokens")) else f"{x.r:g}", axis=1)
+    out = []
+    for (suite, length, method, budget, qa), g in df.groupby(["suite", "length_bucket", "method", "budget", "query_aware"]):
+        tasks = g.groupby("task")["score"].mean().to_dict()
+        try:
+            head = make_task(suite).headline(tasks)
+        except Exception:
+            head = sum(tasks.values()) / len(tasks)
+        label = f"{suite}" + (f"@{int(length)}" if length >= 0 else "") + (" (query-aware)" if qa else "")
+        out.append({"suite": label, "method": method, "r": budget, "score": head, "n": len(g)})
+    table = pd.DataFrame(out).pivot_table(index=["suite", "method"], columns="r", values="score")
+    return table.round(1)
+
+
+def run(cfg) -> pd.DataFrame:
+    """Run the configuration; return this run's rows (already on disk and those added)."""
+    plan = make_plan(cfg)  # every config error surfaces here, before weights load
+    from harness.models import load_model, resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
+    dtype = str(resolve_dtype(cfg.dtype, device)).replace("torch.", "")
+    context = run_context(cfg, plan, dtype, device)
+    cells = [c.bind(context) for c in plan.cells]
+    out_dir = cfg.output_dir
+    done = done_keys(out_dir)
+
+    t0 = time.time()
+    model, tokenizer = load_model(plan.model, dtype=dtype, device=device, attn_impl=cfg.attn_impl)
+    print(f"[kvbench] model {plan.model.name} loaded in {time.time() - t0:.1f}s on {device} ({dtype})", file=sys.stderr)
+    data = plan.task.load(tokenizer, cfg.n_samples, int(cfg.seed))
+    for sub, reason in sorted(data.skipped.items()):
+        print(f"[kvbench] skipped {plan.task_name}/{sub}: {reason}", file=sys.stderr)
+    if not data.records:
+        raise UsageError(f"task {plan.task_name} produced no records (every sub-task skipped: see the messages above)")
+
+    static = {
+        **versions(),
+        "git_commit": git_commit(),
+        "device": device_name(next(model.parameters()).device),
+        "model": plan.model.name,
+        "model_source": context["model_source"],
+        "dtype": dtype,
+        "attn_impl": cfg.attn_impl,
+        "task_config": plan.task_name,
+    }
+    runner = SweepRunner(
+        model, tokenizer, cells, static, window=plan.window, max_context=cfg.get("max_context"),
+        decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
+    )
+    groups = group_by_context(data.records)
+    pending = [g for g in groups.values() if any((c.run_id, r.sample_id) not in done for c in cells for r in g)]
+    run_ids = sorted({c.run_id for c in cells})
+    job = cfg.get("job") or hashlib.sha1(json.dumps(run_ids).encode()).hexdigest()[:10] + f"-{int(time.time())}"
+    writer = ResultWriter(out_dir, job)
+    skipped = len(groups) - len(pending)
+    print(
+        f"[kvbench] {plan.task_name}: {len(groups)} contexts ({skipped} already done), {len(cells)} configurations "
+        f"per context, results in {out_dir}",
+        file=sys.stderr,
+    )
+    bar = tqdm(pending, unit="ctx", disable=not cfg.get("progress", True), desc=f"{plan.task_name}")
+    try:
+        for group in bar:
+            bar.set_postfix(configs=len(cells), rows=writer.written + len(writer.rows))
+            writer.add(runner.run_group(group, done))
+            writer.flush()  # an interruption loses at most the context in flight
+    finally:
+        writer.close()
+    rows = read_rows(out_dir)
+    rows = rows[rows["run_id"].isin(run_ids)] if not rows.empty else rows
+    table = summary_table(rows)
+    if not table.empty:
+        print(f"\nscore (0-100) per method x r, {plan.model.name}:\n{table.to_string()}\n")
+    return rows

@@ -1,0 +1,252 @@
+"""The sweep runner: one prefill per context for a whole grid of (method, r) configurations.
+
+Prefill attention is full and compression happens after it, so every method's scores come out of one
+prefill; each configuration then costs a gather plus its question decode, and the decodes of a context's
+configurations run as batches (protocol.md, "Why one prefill serves a whole sweep").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import subprocess
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from harness import attention
+from harness.cache import compress, full_cache_bytes
+from harness.protocol import compressed_layers, decode, encode_context, encode_question, prefill, select_positions
+from harness.records import Record
+from methods.base import Method
+
+
+@dataclass
+class Cell:
+    """One configuration of a sweep: a method (with its parameters) at one budget."""
+
+    label: str  # the method config's name, e.g. "nestedkv_uniform"
+    method: Method
+    r: float | None
+    budget_tokens: int | None
+    policy: str
+    safeguard: float
+    query_aware: bool = False
+    run_id: str = ""
+    config_json: str = ""
+
+    @property
+    def score_key(self) -> str:
+        """Cells whose methods have equal class and parameters share one set of scores."""
+        return f"{self.method.name}:{json.dumps(self.method.params(), sort_keys=True, default=str)}"
+
+    def identity(self) -> dict:
+        return {
+            "method": self.label,
+            "method_class": self.method.name,
+            "method_params": self.method.params(),
+            "r": self.r,
+            "budget_tokens": self.budget_tokens,
+            "budget_policy": self.policy,
+            "safeguard": self.safeguard,
+            "query_aware": self.query_aware,
+        }
+
+    def bind(self, run_context: dict) -> "Cell":
+        """Fix run_id = hash of the resolved configuration (minus output paths and sample counts)."""
+        resolved = {**run_context, **self.identity()}
+        self.config_json = json.dumps(resolved, sort_keys=True, default=str)
+        self.run_id = hashlib.sha1(self.config_json.encode()).hexdigest()[:16]
+        return self
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def versions() -> dict:
+    import transformers
+
+    from harness import __version__
+
+    return {"harness_version": __version__, "torch_version": torch.__version__, "transformers_version": transformers.__version__}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes since the last reset: CUDA allocator peak, or the process's RSS high-water mark on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def group_by_context(records: list[Record]) -> "OrderedDict[str, list[Record]]":
+    groups: OrderedDict[str, list[Record]] = OrderedDict()
+    for rec in records:
+        groups.setdefault(rec.context_id, []).append(rec)
+    return groups
+
+
+@dataclass
+class SweepRunner:
+    model: object
+    tokenizer: object
+    cells: list[Cell]
+    static: dict  # columns equal for every row of the run (model, versions, task name, ...)
+    window: int | None = None  # model context window (prompt + answer tokens)
+    max_context: int | None = None  # optional cap on context tokens
+    decode_batch_size: int = 8
+    score: object = None  # callable(record, prediction) -> 0..100
+
+    def __post_init__(self):
+        self.device = next(self.model.parameters()).device
+        self.layers, self.sliding = compressed_layers(self.model)
+        self.rotary = getattr(getattr(self.model, "model", self.model), "rotary_emb", None)
+
+    # ----------------------------------------------------------------- planning
+    def context_budget(self, n_question: int, record: Record) -> int | None:
+        caps = []
+        if self.window:
+            caps.append(self.window - n_question - record.max_new_tokens)
+        if self.max_context:
+            caps.append(self.max_context)
+        if record.extra.get("truncate_to"):
+            caps.append(int(record.extra["truncate_to"]))
+        return min(caps) if caps else None
+
+    # ---------------------------------------------------------------- execution
+    def run_group(self, group: list[Record], done: set[tuple[str, str]]) -> list[dict]:
+        """All configurations of one context: returns the new rows."""
+        rows: list[dict] = []
+        todo = [c for c in self.cells if any((c.run_id, r.sample_id) not in done for r in group)]
+        shared = [c for c in todo if not c.query_aware]
+        if shared:
+            rows += self._run_shared(group, shared, done)
+        for rec in group:
+            aware = [c for c in todo if c.query_aware and (c.run_id, rec.sample_id) not in done]
+            if aware:
+                rows += self._run_query_aware(rec, aware)
+        return rows
+
+    def _methods(self, cells: list[Cell]) -> dict[str, Method]:
+        return {c.score_key: c.method for c in cells}
+
+    def _prefill(self, ids: torch.Tensor, cells: list[Cell]):
+        reset_peak(self.device)
+        cache, scores, seconds, prefill_s = prefill(self.model, ids, self._methods(cells))
+        prefill_peak = peak_memory(self.device)
+        return cache, scores, seconds, prefill_s, prefill_peak
+
+    def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
+        questions = {r.sample_id: encode_question(self.tokenizer, r) for r in group}
+        budgets = [self.context_budget(questions[r.sample_id].shape[-1], r) for r in group]
+        budgets = [b for b in budgets if b is not None]
+        enc = encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
+        n = enc.context_ids.shape[-1]
+        cache, scores, seconds, prefill_s, prefill_peak = self._prefill(enc.context_ids, cells)
+        kept = {c.run_id: self._select(c, scores, n) for c in cells}
+        full_bytes = full_cache_bytes(cache, self.sliding)
+        rows = []
+        for rec in group:
+            need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
+            rows += self._decode_cells(
+                rec, need, cache, kept, n, enc, questions[rec.sample_id], full_bytes, prefill_s, seconds, prefill_peak
+            )
+        return rows
+
+    def _run_query_aware(self, rec: Record, cells: list[Cell]) -> list[dict]:
+        q = encode_question(self.tokenizer, rec)
+        enc = encode_context(self.tokenizer, rec, self.context_budget(q.shape[-1], rec))
+        ids = torch.cat([enc.context_ids, q[:, :-1]], dim=-1)  # the question is prefilled and compressed too
+        n = ids.shape[-1]
+        cache, scores, seconds, prefill_s, prefill_peak = self._prefill(ids, cells)
+        kept = {c.run_id: self._select(c, scores, n) for c in cells}
+        full_bytes = full_cache_bytes(cache, self.sliding)
+        return self._decode_cells(rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak)
+
+    @staticmethod
+    def _select(cell: Cell, scores: dict, n: int) -> dict:
+        return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy, cell.safeguard)
+
+    def _decode_cells(self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak):
+        rows = []
+        for start in range(0, len(cells), self.decode_batch_size):
+            batch = cells[start : start + self.decode_batch_size]
+            ctxs = [
+                compress(cache, kept[c.run_id], n, self.sliding, getattr(c.method, "rerotate", False), self.rotary)
+                for c in batch
+            ]
+            reset_peak(self.device)
+            preds, n_gen, decode_s = decode(self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings)
+            peak = max(peak_memory(self.device), prefill_peak)
+            for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):
+                rows.append(
+                    self.row(rec, cell, ctx, pred, ng, enc, q_ids, n, full_bytes, prefill_s, seconds, decode_s / len(batch), len(batch), peak)
+                )
+            del ctxs
+        return rows
+
+    def row(self, rec, cell, ctx, pred, n_gen, enc, q_ids, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:
+        score = float(self.score(rec, pred)) if self.score else float("nan")
+        row = {
+            **self.static,
+            "run_id": cell.run_id,
+            "config_json": cell.config_json,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": cell.label,
+            "method_params": json.dumps({"class": cell.method.name, **cell.method.params()}, sort_keys=True, default=str),
+            "r": float(cell.r) if cell.r is not None else float("nan"),
+            "budget_tokens": cell.budget_tokens,
+            "budget_policy": cell.policy,
+            "query_aware": bool(cell.query_aware),
+            "rerotate": bool(getattr(cell.method, "rerotate", False)),
+            "suite": rec.suite,
+            "task": rec.task,
+            "length_bucket": rec.length_bucket,
+            "sample_id": rec.sample_id,
+            "context_id": rec.context_id,
+            "n_context_tokens_original": enc.n_context_original,
+            "n_context_tokens": n,
+            "truncated": bool(enc.truncated),
+            "n_question_tokens": int(q_ids.shape[-1]),
+            "n_kept_mean": float(ctx.n_kept_mean),
+            "kept_fraction": float(ctx.kept_fraction),
+            "compressed_layers": json.dumps(sorted(self.layers)),
+            "kv_bytes_full": int(full_bytes),
+            "kv_bytes_kept": int(ctx.kv_bytes),
+            "n_generated_tokens": int(n_gen),
+            "prediction": pred,
+            "answers": list(rec.answers),
+            "metric": rec.metric,
+            "score": score,
+            "prefill_s": float(prefill_s),
+            "scoring_s": float(seconds.get(cell.score_key, 0.0)),
+            "decode_s": float(decode_s),
+            "decode_batch_size": int(batch),
+            "peak_mem_bytes": int(peak),
+        }
+        for key in ("depth", "needle_start", "needle_end"):
+            if key in rec.extra:
+                row[key] = rec.extra[key]
+        return row

@@ -1,0 +1,130 @@
+"""The protocol and the sweep engine on tiny random models: r=0 equals generate, shared sweep equals
+separate runs, batched decode equals sequential, caches shrink physically, positions are right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from harness.cache import compress, full_cache_bytes
+from harness.protocol import compressed_layers, decode, middle_truncate, prefill, select_positions
+from methods import make_method
+
+
+class _Tok:
+    """A minimal tokenizer for decode (ids -> text) on tiny models."""
+
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids)
+
+
+def _greedy_reference(model, prompt: torch.Tensor, steps: int) -> list[int]:
+    out = model.generate(prompt, max_new_tokens=steps, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, prompt.shape[-1]:].tolist()
+
+
+def _no_eos(monkeypatch):
+    import harness.protocol as P
+
+    monkeypatch.setattr(P, "eos_ids", lambda model, tok: set())
+
+
+def test_r0_reproduces_generate(tiny_arch, monkeypatch):
+    _no_eos(monkeypatch)
+    model = tiny_model(tiny_arch)
+    g = torch.Generator().manual_seed(1)
+    ctx = torch.randint(3, 1000, (1, 70), generator=g)
+    q = torch.randint(3, 1000, (1, 6), generator=g)
+    ref = _greedy_reference(model, torch.cat([ctx, q], -1), 10)
+    full = make_method("full")
+    cache, scores, _, _ = prefill(model, ctx, {"f": full})
+    _, sliding = compressed_layers(model)
+    kept = select_positions(scores["f"], full, 70, 0.0, None, "uniform", 0.2)
+    preds, n_gen, _ = decode(model, _Tok(), [compress(cache, kept, 70, sliding)], q, 10)
+    assert preds[0] == " ".join(map(str, ref))
+    assert n_gen == [10]
+
+
+def test_batched_decode_equals_sequential(tiny_arch, monkeypatch):
+    _no_eos(monkeypatch)
+    model = tiny_model(tiny_arch)
+    g = torch.Generator().manual_seed(2)
+    ctx = torch.randint(3, 1000, (1, 90), generator=g)
+    q = torch.randint(3, 1000, (1, 5), generator=g)
+    methods = {"kd": make_method("keydiff"), "sl": make_method("streamingllm"), "f": make_method("full")}
+    cache, scores, _, _ = prefill(model, ctx, methods)
+    _, sliding = compressed_layers(model)
+    configs = [("f", 0.0, "uniform"), ("kd", 0.5, "uniform"), ("kd", 0.75, "adaptive"), ("sl", 0.9, "uniform")]
+    ctxs = [
+        compress(cache, select_positions(scores[k], methods[k], 90, r, None, p, 0.2), 90, sliding)
+        for k, r, p in configs
+    ]
+    batched, _, _ = decode(model, _Tok(), ctxs, q, 8)
+    single = [decode(model, _Tok(), [c], q, 8)[0][0] for c in ctxs]
+    assert batched == single
+
+
+def test_uniform_cache_shrinks_physically():
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 100))
+    kd = make_method("keydiff")
+    cache, scores, _, _ = prefill(model, ctx, {"kd": kd})
+    layers, sliding = compressed_layers(model)
+    for r in (0.25, 0.5, 0.9):
+        c = compress(cache, select_positions(scores["kd"], kd, 100, r, None, "uniform", 0.2), 100, sliding)
+        assert c.kv_bytes == pytest.approx(full_cache_bytes(cache, sliding) * (1 - r), rel=1e-9)
+        assert c.kept_fraction == pytest.approx(1 - r)
+        assert all(layer.valid is None for layer in c.layers)
+
+
+def test_adaptive_cache_is_padded_not_full():
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 100))
+    kd = make_method("keydiff")
+    cache, scores, _, _ = prefill(model, ctx, {"kd": kd})
+    _, sliding = compressed_layers(model)
+    kept = select_positions(scores["kd"], kd, 100, 0.75, None, "adaptive", 0.2)
+    c = compress(cache, kept, 100, sliding)
+    for idx, layer in enumerate(c.layers):
+        lengths = [len(ix) for ix in kept[idx]]
+        assert sum(lengths) == 2 * 25  # layer budget H_kv * n_kept
+        assert layer.length == max(lengths) < 100  # padded to the longest head only
+        if layer.valid is not None:
+            assert layer.valid.sum(-1).flatten().tolist() == lengths
+
+
+def test_gemma_sliding_layers_keep_their_window():
+    model = tiny_model("gemma3")
+    layers, sliding = compressed_layers(model)
+    assert layers == {5} and sliding[0] == 32 and sliding[5] is None
+    ctx = torch.randint(3, 1000, (1, 80))
+    kd = make_method("keydiff")
+    cache, scores, _, _ = prefill(model, ctx, {"kd": kd})
+    assert set(scores["kd"]) == {5}  # only the global layer is scored
+    c = compress(cache, select_positions(scores["kd"], kd, 80, 0.5, None, "uniform", 0.2), 80, sliding)
+    assert [l.length for l in c.layers] == [32] * 5 + [40]
+    assert c.layers[0].positions[0, 0].tolist() == list(range(48, 80))
+
+
+def test_streamingllm_rerotate_matches_a_fresh_prefill_of_the_kept_tokens(monkeypatch):
+    """Re-rotated keys equal the keys the model computes when the kept tokens sit at 0..n_kept-1 (layer 0)."""
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 60))
+    sl = make_method("streamingllm", rerotate=True)
+    cache, scores, _, _ = prefill(model, ctx, {"s": sl})
+    _, sliding = compressed_layers(model)
+    kept = select_positions(scores["s"], sl, 60, 0.5, None, "uniform", 0.2)
+    c = compress(cache, kept, 60, sliding, rerotate_to_cache=True, rotary_emb=model.model.rotary_emb)
+    assert c.next_position == 30
+    idx = kept[0][0]
+    fresh, _, _, _ = prefill(model, ctx[:, idx], {})
+    torch.testing.assert_close(c.layers[0].keys, fresh.layers[0].keys, rtol=1e-4, atol=1e-5)
+
+
+def test_middle_truncation_keeps_both_ends():
+    ids = torch.arange(10)[None]
+    assert middle_truncate(ids, 5).tolist() == [[0, 1, 7, 8, 9]]
+    assert middle_truncate(ids, 20).tolist() == [list(range(10))]
