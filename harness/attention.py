@@ -89,6 +89,20 @@ class LayerMask:
     positions: torch.Tensor  # (B, H_kv, L) int64: RoPE position of each cached context entry
     valid: torch.Tensor | None  # (B, H_kv, L) bool, None when every entry is valid
     sliding_window: int | None = None
+    scores: torch.Tensor | None = None  # (B, H_kv, L) prefill scores of the entries (H2O online eviction)
+
+
+@dataclass
+class Eviction:
+    """H2O's online form (methods.md): while decoding, every new token's attention row is added to the
+    accumulated scores, and once a head holds more than ``budget`` valid entries the lowest-scoring entries
+    outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its budget)."""
+
+    rows: list[int]  # batch rows that evict
+    budget: dict[int, int]  # row -> entries per head
+    recent: dict[int, int]  # row -> protected most recent entries
+    acc: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) accumulated attention
+    valid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) entry validity
 
 
 @dataclass
@@ -97,11 +111,32 @@ class Masking:
 
     layers: dict[int, LayerMask]
     appended: torch.Tensor  # (B, m) int64 positions of question/generated tokens in the cache so far
+    eviction: Eviction | None = None
 
     def extend(self, positions: torch.Tensor) -> None:
         self.appended = torch.cat([self.appended, positions], dim=1)
 
-
+    def evict(self) -> None:
+        """After a forward step: drop the lowest-scoring non-recent entries of heads over their budget."""
+        ev = self.eviction
+        if ev is None:
+            return
+        for idx, acc in ev.acc.items():
+            valid = ev.valid[idx]
+            for b in ev.rows:
+                # entries are in position order (context, then appended), so the last ``recent`` valid ones are recent
+                v = valid[b]  # (H_kv, T)
+                excess = v.sum(-1) - ev.budget[b]
+                if int(excess.max()) <= 0:
+                    continue
+                rank_from_end = v.flip(-1).cumsum(-1).flip(-1)  # valid entries at or after each slot
+                candidate = v & (rank_from_end > ev.recent[b])
+                score = acc[b].masked_fill(~candidate, float("inf"))
+                order = torch.sort(score, dim=-1, stable=True).indices
+                for h in range(v.shape[0]):
+                    k = int(excess[h])
+                    if k > 0:
+                        v[h, order[h, :k]] = False
 def scoring(methods: dict[str, Method], layers: set[int] | None = None):
     return _activate("scoring", Scoring(methods, layers))
 
@@ -112,7 +147,8 @@ def masking(state: Masking):
 
 def masked_attention(module, query, key, value, state: Masking, scaling, dropout=0.0):
     """Attention of ``query`` over a compressed cache (keys = context entries + appended tokens)."""
-    meta = state.layers[module.layer_idx]
+    idx = module.layer_idx
+    meta = state.layers[idx]
     bsz, h_kv, kv_len, _ = key.shape
     q_len = query.shape[2]
     n_ctx = meta.positions.shape[-1]
@@ -123,16 +159,35 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
     allowed = key_pos[:, :, None, :] <= q_pos[:, None, :, None]  # (B, H_kv, q, kv)
     if meta.sliding_window:
         allowed &= key_pos[:, :, None, :] > (q_pos[:, None, :, None] - meta.sliding_window)
-    if meta.valid is not None:
-        valid = torch.cat([meta.valid, meta.valid.new_ones(bsz, h_kv, n_app)], dim=-1)
+    ev = state.eviction if (state.eviction is not None and meta.scores is not None) else None
+    valid = None
+    if meta.valid is not None or ev is not None:
+        ctx_valid = meta.valid if meta.valid is not None else torch.ones_like(meta.positions, dtype=torch.bool)
+        valid = torch.cat([ctx_valid, ctx_valid.new_ones(bsz, h_kv, n_app)], dim=-1)
+    if ev is not None:
+        if idx not in ev.valid:
+            ev.valid[idx], ev.acc[idx] = valid[..., :n_ctx].clone(), meta.scores.clone()
+        grow = kv_len - ev.valid[idx].shape[-1]
+        ev.valid[idx] = torch.cat([ev.valid[idx], ev.valid[idx].new_ones(bsz, h_kv, grow)], dim=-1)
+        ev.acc[idx] = torch.cat([ev.acc[idx], ev.acc[idx].new_zeros(bsz, h_kv, grow)], dim=-1)
+        valid = ev.valid[idx]
+    if valid is not None:
         allowed &= valid[:, :, None, :]
     groups = query.shape[1] // h_kv
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
         allowed = allowed.repeat_interleave(groups, dim=1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
-    return out.transpose(1, 2).contiguous(), None
+    if ev is None:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+    # explicit softmax: the new tokens' attention rows feed H2O's accumulated scores
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    logits = (query.float() @ key.float().transpose(2, 3)) * scale
+    probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+    ev.acc[idx] += probs.sum(dim=2).reshape(bsz, h_kv, groups, kv_len).mean(dim=2)
+    out = (probs.to(value.dtype) @ value).transpose(1, 2).contiguous()
+    return out, None
 
 
 def _make_forward(base: str):

@@ -29,6 +29,7 @@ class LayerEntries:
     valid: torch.Tensor | None  # (1, H_kv, L) bool or None
     sliding_window: int | None = None
     compressed: bool = True
+    scores: torch.Tensor | None = None  # (1, H_kv, L) the method's prefill scores of the kept entries
 
     @property
     def length(self) -> int:
@@ -96,6 +97,7 @@ def compress(
     sliding: dict[int, int | None],
     rerotate_to_cache: bool = False,
     rotary_emb=None,
+    scores: dict[int, torch.Tensor] | None = None,
 ) -> CompressedContext:
     """Gather the kept positions. ``kept[layer]`` = sorted indices per KV head; layers absent are left whole
     (sliding layers: their last ``window`` positions)."""
@@ -130,11 +132,12 @@ def compress(
             pos = new.clone()
             next_position = L
         uniform = all(n == L for n in lengths)
-        layers.append(LayerEntries(k, v, pos, None if uniform else valid[None], sliding.get(idx), True))
+        kept_scores = torch.gather(scores[idx].to(device), 1, index)[None] if scores is not None else None
+        layers.append(LayerEntries(k, v, pos, None if uniform else valid[None], sliding.get(idx), True, kept_scores))
     return CompressedContext(layers, n_context, next_position, counts)
 
 
-def batch_cache(contexts: list[CompressedContext]) -> tuple[DynamicCache, Masking, torch.Tensor]:
+def batch_cache(contexts: list[CompressedContext], eviction=None) -> tuple[DynamicCache, Masking, torch.Tensor]:
     """One DynamicCache holding several configurations' contexts as batch rows (padded with masks).
 
     Returns the cache, the masking state for ``harness.attention`` and the first question position per row.
@@ -160,12 +163,19 @@ def batch_cache(contexts: list[CompressedContext]) -> tuple[DynamicCache, Maskin
         layer.keys = torch.cat(ks) if len(ks) > 1 else ks[0]
         layer.values = torch.cat(vs) if len(vs) > 1 else vs[0]
         cache.layers.append(layer)
+        scores = None
+        if eviction is not None and entries[0].compressed:
+            scores = torch.cat([
+                torch.nn.functional.pad(e.scores if e.scores is not None else torch.zeros_like(e.positions, dtype=torch.float32), (0, L - e.length))
+                for e in entries
+            ])
         masks[idx] = LayerMask(
             positions=torch.cat(ps) if len(ps) > 1 else ps[0],
             valid=(torch.cat(valids) if len(valids) > 1 else valids[0]) if need_mask else None,
             sliding_window=entries[0].sliding_window,
+            scores=scores,
         )
     device = contexts[0].layers[0].keys.device
     starts = torch.tensor([c.next_position for c in contexts], dtype=torch.long, device=device)
-    state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device))
+    state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device), eviction=eviction)
     return cache, state, starts

@@ -141,12 +141,18 @@ def decode(
     question_ids: torch.Tensor,
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
+    eviction: list[tuple[int, int] | None] | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
-    Returns (predictions, generated token counts, seconds)."""
+    ``eviction[b] = (budget, recent)`` turns on H2O's decode-time eviction for row b (keep such rows in
+    batches of their own: they use an explicit softmax). Returns (predictions, generated token counts, seconds)."""
     device = next(model.parameters()).device
-    cache, state, starts = batch_cache(contexts)
+    ev = None
+    if eviction and any(e is not None for e in eviction):
+        rows = [b for b, e in enumerate(eviction) if e is not None]
+        ev = attention.Eviction(rows, {b: eviction[b][0] for b in rows}, {b: eviction[b][1] for b in rows})
+    cache, state, starts = batch_cache(contexts, ev)
     bsz = len(contexts)
     eos = eos_ids(model, tokenizer)
     stops = [s for s in (stop_strings or []) if s]
@@ -162,6 +168,7 @@ def decode(
         for _ in range(max_new_tokens):
             state.extend(positions)
             out = model(input_ids=inputs, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            state.evict()
             nxt = out.logits[:, -1].argmax(dim=-1)
             for b, tok in enumerate(nxt.tolist()):
                 if done[b]:

@@ -112,3 +112,14 @@ def run(cfg) -> pd.DataFrame:
     if not table.empty:
         print(f"\nscore (0-100) per method x r, {plan.model.name}:\n{table.to_string()}\n")
     return rows
+
+
+def compose(overrides: list[str] | None = None):
+    """The resolved config for CLI-style overrides, without running (scripts and tests use it)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    from harness.models import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return _compose(config_name="config", overrides=list(overrides or []))

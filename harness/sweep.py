@@ -24,6 +24,7 @@ from harness.cache import compress, full_cache_bytes
 from harness.protocol import compressed_layers, decode, encode_context, encode_question, prefill, select_positions
 from harness.records import Record
 from methods.base import Method
+from methods.budget import n_kept_for
 
 
 @dataclass
@@ -171,7 +172,7 @@ class SweepRunner:
         for rec in group:
             need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
             rows += self._decode_cells(
-                rec, need, cache, kept, n, enc, questions[rec.sample_id], full_bytes, prefill_s, seconds, prefill_peak
+                rec, need, cache, kept, n, enc, questions[rec.sample_id], full_bytes, prefill_s, seconds, prefill_peak, scores
             )
         return rows
 
@@ -183,22 +184,43 @@ class SweepRunner:
         cache, scores, seconds, prefill_s, prefill_peak = self._prefill(ids, cells)
         kept = {c.run_id: self._select(c, scores, n) for c in cells}
         full_bytes = full_cache_bytes(cache, self.sliding)
-        return self._decode_cells(rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak)
+        return self._decode_cells(
+            rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak, scores
+        )
 
     @staticmethod
     def _select(cell: Cell, scores: dict, n: int) -> dict:
         return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy, cell.safeguard)
 
-    def _decode_cells(self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak):
+    def _batches(self, cells: list[Cell]) -> list[list[Cell]]:
+        """Decode batches; configurations that evict while decoding (H2O online) batch only among themselves."""
+        out = []
+        for part in ([c for c in cells if not c.method.decode_eviction], [c for c in cells if c.method.decode_eviction]):
+            out += [part[i : i + self.decode_batch_size] for i in range(0, len(part), self.decode_batch_size)]
+        return out
+
+    @staticmethod
+    def _eviction(cell: Cell, n: int) -> tuple[int, int] | None:
+        if not cell.method.decode_eviction:
+            return None
+        n_kept = n_kept_for(n, r=cell.r, budget_tokens=cell.budget_tokens)
+        return n_kept, cell.method.protected(n, n_kept)[1]
+
+    def _decode_cells(self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores):
         rows = []
-        for start in range(0, len(cells), self.decode_batch_size):
-            batch = cells[start : start + self.decode_batch_size]
+        for batch in self._batches(cells):
             ctxs = [
-                compress(cache, kept[c.run_id], n, self.sliding, getattr(c.method, "rerotate", False), self.rotary)
+                compress(
+                    cache, kept[c.run_id], n, self.sliding, c.method.rerotate, self.rotary,
+                    scores[c.score_key] if c.method.decode_eviction else None,
+                )
                 for c in batch
             ]
             reset_peak(self.device)
-            preds, n_gen, decode_s = decode(self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings)
+            preds, n_gen, decode_s = decode(
+                self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
+                [self._eviction(c, n) for c in batch],
+            )
             peak = max(peak_memory(self.device), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):
                 rows.append(

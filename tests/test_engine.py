@@ -128,3 +128,40 @@ def test_middle_truncation_keeps_both_ends():
     ids = torch.arange(10)[None]
     assert middle_truncate(ids, 5).tolist() == [[0, 1, 7, 8, 9]]
     assert middle_truncate(ids, 20).tolist() == [list(range(10))]
+
+
+def test_eviction_drops_lowest_non_recent_entries():
+    from harness.attention import Eviction, LayerMask, Masking
+
+    ev = Eviction(rows=[0], budget={0: 3}, recent={0: 1})
+    ev.acc[0] = torch.tensor([[[5.0, 1.0, 3.0, 0.5, 0.1]]])  # (B=1, H=1, T=5); last entry is the recent one
+    ev.valid[0] = torch.ones(1, 1, 5, dtype=torch.bool)
+    state = Masking({0: LayerMask(torch.arange(5)[None, None], None)}, torch.zeros(1, 0, dtype=torch.long), ev)
+    state.evict()
+    # 5 valid, budget 3: evict the two lowest-scoring entries outside the most recent one (1.0 and 0.5)
+    assert ev.valid[0][0, 0].tolist() == [True, False, True, False, True]
+
+
+def test_h2o_online_keeps_the_logical_cache_at_budget(monkeypatch):
+    import harness.attention as A
+
+    _no_eos(monkeypatch)
+    seen = []
+    original = A.Masking.evict
+
+    def spy(self):
+        original(self)
+        seen.append({i: v.sum(-1).tolist() for i, v in self.eviction.valid.items()})
+
+    monkeypatch.setattr(A.Masking, "evict", spy)
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 40))
+    q = torch.randint(3, 1000, (1, 4))
+    h2o = make_method("h2o", decode_eviction=True)
+    cache, scores, _, _ = prefill(model, ctx, {"h": h2o})
+    _, sliding = compressed_layers(model)
+    kept = select_positions(scores["h"], h2o, 40, 0.5, None, "uniform", 0.2)
+    c = compress(cache, kept, 40, sliding, scores=scores["h"])
+    decode(model, _Tok(), [c], q, 5, eviction=[(20, 10)])
+    assert len(seen) == 5
+    assert all(count == [[20, 20]] for step in seen for count in step.values())

@@ -1,0 +1,435 @@
+"""Aggregation of result rows (protocol.md, "Result rows") shared by ``scripts/make_tables.py`` and
+``scripts/make_figures.py``.
+
+Pipeline: ``load_results`` (read + deduplicate part files) -> ``prepare`` (configuration labels, one row per
+sample and configuration) -> ``task_cells`` (mean per sub-task) -> ``headline_cells`` (the suite's headline per
+(model, suite, length bucket, method variant, r), with completeness and sample counts) -> ``summary``.
+
+Conventions
+- Rows with ``method == "full"`` are the full-cache reference whatever their ``r``: their ``r`` becomes 0.0.
+- A *variant* is the method label, extended only where the label alone would merge different settings:
+  `` (query-aware)`` when ``query_aware`` is true, ``[B=<n>]`` for fixed token budgets, ``/<policy>`` when one
+  label was run with several budget policies, ``#<hash>`` when one label was run with several
+  ``method_params``. ``variants(df)`` lists what each label stands for.
+- A cell is *complete* when it holds every sub-task that any variant of the same table (model, suite, length
+  bucket) has. Incomplete headline cells are still computed over the tasks they have, but flagged; they are
+  never silently averaged with a different task set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FULL = "full"
+NO_BUCKET = -1  # internal stand-in for a null length_bucket (grouping keys cannot be NA everywhere)
+BOOTSTRAP_SEED = 20240917
+BOOTSTRAP_RESAMPLES = 1000
+R_DECIMALS = 6  # r values are rounded to this many decimals before grouping (float noise from configs)
+
+# Rows are duplicates when they agree on these. The protocol's resume key is (run_id, sample_id); the other
+# columns are added so that a run_id shared by a whole sweep (one process, many configurations, tasks or length
+# buckets) cannot collapse different configurations into one row. A true duplicate (a resumed job writing a
+# row again) agrees on all of them, so when run_id is per configuration they change nothing.
+DEDUP_KEY = ("run_id", "sample_id", "model", "suite", "task", "length_bucket", "method", "r")
+
+TABLE_KEY = ["model", "suite", "length_bucket"]
+CELL_KEY = TABLE_KEY + ["variant", "r"]
+
+ABLATION = (  # (variant, description) in the paper's order: NestedKV and its three ablations
+    ("nestedkv", "NestedKV"),
+    ("nestedkv_uniform", "w/o adaptive budget"),
+    ("keydiff_adaptive", "w/o three-scale score"),
+    ("keydiff", "w/o both (KeyDiff)"),
+)
+
+
+class ResultsError(RuntimeError):
+    """Result files are missing or unreadable. The message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------- loading
+def result_files(path_or_paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Every ``*.parquet`` file under the folder(s) (or the files given), sorted; skips names that start with
+    ``.`` (in-flight temporary files, hidden folders) or end with ``.tmp``."""
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_file():
+            cands = [p]
+        elif p.is_dir():
+            cands = [q for q in p.rglob("*.parquet") if q.is_file()]
+            cands = [q for q in cands if not any(part.startswith(".") for part in q.relative_to(p).parts)]
+        else:
+            raise ResultsError(f"results path {str(p)!r} does not exist")
+        found.update(q for q in cands if not q.name.startswith(".") and not q.name.endswith(".tmp"))
+    return sorted(found)
+
+
+def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """All result rows under the folder(s), deduplicated on ``DEDUP_KEY`` keeping the newest ``created_at``.
+
+    Raises ``ResultsError`` when there is no result file, or naming the first file that cannot be read.
+    """
+    files = result_files(path_or_paths)
+    if not files:
+        where = path_or_paths if isinstance(path_or_paths, (str, Path)) else ", ".join(map(str, path_or_paths))
+        raise ResultsError(
+            f"no result files (*.parquet) under {where}. Run a sweep first (python -m harness ...) and point "
+            "this at its output folder."
+        )
+    import pyarrow.parquet as pq
+
+    frames = []
+    for i, f in enumerate(files):
+        try:
+            frame = pq.read_table(f).to_pandas()
+        except Exception as err:  # noqa: BLE001 - any reader error means the same thing to the user
+            raise ResultsError(
+                f"cannot read result file {f}: {type(err).__name__}: {err}. The file is corrupt or incomplete "
+                "(e.g. copied while being written). Delete it and rerun the same configuration: resume redoes "
+                "only the rows that were in it."
+            ) from err
+        frame["_file_order"] = i
+        frames.append(frame)
+    frames = [f for f in frames if len(f)] or frames[:1]
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    return _dedup(df).reset_index(drop=True)
+
+
+def _created_ts(df: pd.DataFrame) -> pd.Series:
+    if "created_at" not in df:
+        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
+    col = df["created_at"]
+    if pd.api.types.is_numeric_dtype(col):
+        return pd.to_datetime(col, unit="s", utc=True, errors="coerce")
+    return pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
+
+
+def _dedup(df: pd.DataFrame) -> pd.DataFrame:
+    key = [c for c in DEDUP_KEY if c in df.columns]
+    df = df.assign(_ts=_created_ts(df))
+    if "r" in df:
+        df["r"] = df["r"].astype(float).round(R_DECIMALS)
+    # newest last; ties broken by file order then row order (stable), so the result is deterministic
+    df = df.sort_values(["_ts", "_file_order"], kind="stable", na_position="first")
+    if key:
+        df = df.drop_duplicates(subset=key, keep="last")
+    sort_cols = [c for c in ("model", "suite", "task", "length_bucket", "method", "r", "sample_id", "run_id")
+                 if c in df.columns]
+    df = df.sort_values(sort_cols, kind="stable", na_position="first") if sort_cols else df
+    return df.drop(columns=["_file_order"])
+
+
+# --------------------------------------------------------------------------------------------- preparing
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+def _canon_params(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "{}"
+    try:
+        return json.dumps(json.loads(v) if isinstance(v, str) else v, sort_keys=True)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
+    """Rows ready for aggregation: adds ``variant``; ``r`` = 0.0 for the full cache; null length buckets
+    become ``NO_BUCKET``; one row per (model, suite, bucket, variant, r, task, sample_id) (the newest)."""
+    missing = [c for c in ("model", "suite", "task", "method", "sample_id", "score") if c not in df.columns]
+    if missing:
+        raise ResultsError(f"result rows lack required column(s) {missing}; are these harness result files?")
+    out = df.copy()
+    if "_ts" not in out:
+        out["_ts"] = _created_ts(out)
+    out["method"] = out["method"].astype(str)
+    out["r"] = out["r"].astype(float).round(R_DECIMALS) if "r" in out else 0.0
+    out.loc[out["method"] == FULL, "r"] = 0.0
+    lb = out["length_bucket"] if "length_bucket" in out else pd.Series(np.nan, index=out.index)
+    out["length_bucket"] = pd.to_numeric(lb, errors="coerce").fillna(NO_BUCKET).astype("int64")
+    out["score"] = pd.to_numeric(out["score"], errors="coerce").astype(float)
+    out["variant"] = _variant_labels(out)
+
+    key = CELL_KEY + ["task", "sample_id"]
+    before = len(out)
+    out = out.sort_values("_ts", kind="stable", na_position="first").drop_duplicates(subset=key, keep="last")
+    dropped = before - len(out)
+    if dropped and warn:
+        # the full reference legitimately appears once per r of a sweep; anything else is worth a word
+        n_nonfull = int((df["method"].astype(str) != FULL).sum() - (out["method"] != FULL).sum())
+        if n_nonfull:
+            warnings.warn(
+                f"{n_nonfull} row(s) repeat a (model, task, sample, method variant, r) of another run_id; "
+                "kept the newest of each", stacklevel=2)
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def _variant_labels(df: pd.DataFrame) -> pd.Series:
+    label = df["method"].astype(str).copy()
+    params = df["method_params"].map(_canon_params) if "method_params" in df else pd.Series("{}", index=df.index)
+    if "budget_policy" in df:
+        pol = df["budget_policy"].astype(object).where(df["budget_policy"].notna(), "")
+        multi = (pol.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+        label = label.where(~multi, label + "/" + pol.astype(str))
+    multi = (params.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+    label = label.where(~multi, label + "#" + params.map(_short_hash))
+    if "budget_tokens" in df:
+        bt = pd.to_numeric(df["budget_tokens"], errors="coerce")
+        has = bt.notna() & (df["method"] != FULL)
+        label = label.where(~has, label + "[B=" + bt.fillna(0).astype("int64").astype(str) + "]")
+    if "query_aware" in df:
+        qa = df["query_aware"].astype(object).map(lambda v: bool(v) if v is not None and v == v else False)
+        label = label.where(~(qa & (df["method"] != FULL)), label + " (query-aware)")
+    return label
+
+
+def variants(df: pd.DataFrame) -> pd.DataFrame:
+    """What each variant label stands for: method, params, policy, query_aware, run ids, commits."""
+    p = prepare(df, warn=False)
+    cols = {"method": "method"}
+    for c in ("method_params", "budget_policy", "query_aware", "budget_tokens", "run_id", "git_commit",
+              "harness_version"):
+        if c in p:
+            cols[c] = c
+    rows = []
+    for v, g in p.groupby("variant", sort=True):
+        row = {"variant": v}
+        for c in cols:
+            vals = sorted({(_canon_params(x) if c == "method_params" else str(x)) for x in g[c]})
+            row[c] = "; ".join(vals)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- headlines
+_HEADLINES: dict[str, tuple[Callable[[dict[str, float]], float], bool]] = {}
+
+
+def _unweighted(task_scores: dict[str, float]) -> float:
+    return sum(task_scores.values()) / max(1, len(task_scores))
+
+
+def headline_fn(suite: str) -> tuple[Callable[[dict[str, float]], float], bool]:
+    """``(fn, official)``: the suite's ``Task.headline`` from the task registry, or the unweighted mean of the
+    tasks with ``official=False`` when the registry cannot build the suite."""
+    if suite not in _HEADLINES:
+        try:
+            from tasks import make_task
+
+            _HEADLINES[suite] = (make_task(suite).headline, True)
+        except Exception:  # noqa: BLE001 - missing module, data-dependent constructor...: fall back
+            _HEADLINES[suite] = (_unweighted, False)
+    return _HEADLINES[suite]
+
+
+def clear_headline_cache() -> None:
+    _HEADLINES.clear()
+
+
+# --------------------------------------------------------------------------------------------- cells
+def _bootstrap_task_means(scores: np.ndarray, rng: np.random.Generator, b: int) -> np.ndarray:
+    idx = rng.integers(0, len(scores), size=(b, len(scores)))
+    return scores[idx].mean(axis=1)
+
+
+def task_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
+               seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Mean score and sample count per (model, suite, bucket, variant, r, task); 95 % bootstrap CI if ``ci``."""
+    rows = []
+    for key, g in prep.groupby(CELL_KEY + ["task"], sort=True):
+        s = g["score"].dropna().to_numpy(dtype=float)
+        row = dict(zip(CELL_KEY + ["task"], key))
+        row.update(score=float(s.mean()) if len(s) else math.nan, n=int(len(s)))
+        if ci:
+            lo = hi = math.nan
+            if len(s):
+                m = _bootstrap_task_means(s, np.random.default_rng(seed), resamples)
+                lo, hi = (float(x) for x in np.percentile(m, [2.5, 97.5]))
+            row.update(ci_lo=lo, ci_hi=hi)
+        rows.append(row)
+    cols = CELL_KEY + ["task", "score", "n"] + (["ci_lo", "ci_hi"] if ci else [])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def expected_tasks(prep: pd.DataFrame) -> dict[tuple, list[str]]:
+    """Per table (model, suite, bucket): the sorted union of tasks any variant has there."""
+    return {k: sorted(g["task"].unique()) for k, g in prep.groupby(TABLE_KEY, sort=True)}
+
+
+def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """The suite headline per (model, suite, bucket, variant, r).
+
+    Columns: score, n (samples summed over tasks), n_tasks, n_tasks_expected, missing (comma-separated task
+    names), complete, n_signature (task:n pairs; equal signatures = same sample counts), official (whether the
+    suite's own headline function was used), and ci_lo/ci_hi with ``ci`` (tasks resampled independently,
+    samples with replacement within each task, fixed seed).
+    """
+    tc = task_cells(prep)
+    exp = expected_tasks(prep)
+    by_task = {k: g for k, g in prep.groupby(CELL_KEY + ["task"], sort=True)} if ci else {}
+    rows = []
+    for key, g in tc.groupby(CELL_KEY, sort=True):
+        g = g[g["n"] > 0]
+        tkey = key[:3]
+        fn, official = headline_fn(key[1])
+        scores = dict(zip(g["task"], g["score"]))
+        expected = exp[tkey]
+        missing = [t for t in expected if t not in scores]
+        row = dict(zip(CELL_KEY, key))
+        row.update(
+            score=float(fn(scores)) if scores else math.nan,
+            n=int(g["n"].sum()),
+            n_tasks=len(scores),
+            n_tasks_expected=len(expected),
+            missing=",".join(missing),
+            complete=not missing,
+            n_signature=",".join(f"{t}:{n}" for t, n in zip(g["task"], g["n"])),
+            official=official,
+        )
+        if ci:
+            rng = np.random.default_rng(seed)
+            boots = {t: _bootstrap_task_means(by_task[key + (t,)]["score"].dropna().to_numpy(float), rng,
+                                              resamples) for t in sorted(scores)}
+            vals = np.array([fn({t: float(boots[t][b]) for t in boots}) for b in range(resamples)]) \
+                if boots else np.array([math.nan])
+            lo, hi = (float(x) for x in np.percentile(vals, [2.5, 97.5]))
+            row.update(ci_lo=lo, ci_hi=hi)
+        rows.append(row)
+    cols = CELL_KEY + ["score", "n", "n_tasks", "n_tasks_expected", "missing", "complete", "n_signature",
+                       "official"] + (["ci_lo", "ci_hi"] if ci else [])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def summary(df: pd.DataFrame, ci: bool = False) -> pd.DataFrame:
+    """One row per (model, suite, length_bucket, method variant, r): headline score, n samples, completeness.
+
+    ``df`` is what ``load_results`` returns. ``length_bucket`` is <NA> where the rows had none.
+    """
+    out = headline_cells(prepare(df), ci=ci)
+    out = out.rename(columns={"variant": "method"})
+    out["length_bucket"] = out["length_bucket"].astype("Int64").mask(out["length_bucket"] == NO_BUCKET)
+    return out
+
+
+def format_summary(summ: pd.DataFrame) -> str:
+    """The summary as one compact text block: per (model, suite, bucket) a method x r grid of "score (n)"."""
+    lines = []
+    for key, g in summ.groupby(["model", "suite", "length_bucket"], sort=True, dropna=False):
+        lb = "" if pd.isna(key[2]) else f" {bucket_label(key[1], int(key[2]), [])}"
+        lines.append(f"{key[0]} | {key[1]}{lb}")
+        rs = sorted(g.loc[g["method"] != FULL, "r"].unique()) or [0.0]
+        lines.append("  " + f"{'method':<28}" + "".join(f"{'r=' + fmt_r(r):>16}" for r in rs))
+        for m in order_variants(g["method"].unique()):
+            gm = g[g["method"] == m]
+            cells = []
+            for r in rs:
+                c = gm if m == FULL else gm[gm["r"] == r]
+                if c.empty:
+                    cells.append(f"{'-':>16}")
+                else:
+                    c = c.iloc[0]
+                    txt = f"{c['score']:.2f}{'' if c['complete'] else '*'} ({c['n']})"
+                    cells.append(f"{txt:>16}")
+            lines.append("  " + f"{m:<28}" + "".join(cells))
+    if (~summ["complete"]).any():
+        lines.append("* incomplete: some sub-tasks of the table are missing from this cell")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- cost
+def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
+    """Cost per (model, device, suite, bucket, variant, r): means of prefill_s, scoring_s, kv bytes, kept
+    fraction, peak memory; scoring share = mean scoring_s / mean prefill_s; decode ms/token = sum decode_s /
+    sum n_generated_tokens x 1000 (token-weighted, so samples that generated nothing do not divide by zero)."""
+    p = prep.copy()
+    if "device" not in p:
+        p["device"] = ""
+    p["device"] = p["device"].astype(object).where(p["device"].notna(), "").astype(str)
+    key = ["model", "device", "suite", "length_bucket", "variant", "r"]
+
+    def col(g, c):
+        return pd.to_numeric(g[c], errors="coerce") if c in g else pd.Series(np.nan, index=g.index)
+
+    rows = []
+    for k, g in p.groupby(key, sort=True):
+        pre, sco = col(g, "prefill_s"), col(g, "scoring_s")
+        dec, ntok = col(g, "decode_s"), col(g, "n_generated_tokens")
+        ok = dec.notna() & ntok.notna()
+        tok = float(ntok[ok].sum())
+        rows.append(dict(zip(key, k)) | dict(
+            n=int(len(g)),
+            prefill_s=float(pre.mean()),
+            scoring_s=float(sco.mean()),
+            scoring_share=float(sco.mean() / pre.mean()) if pre.mean() > 0 else math.nan,
+            decode_ms_per_token=float(dec[ok].sum() / tok * 1000) if tok > 0 else math.nan,
+            kv_bytes_kept=float(col(g, "kv_bytes_kept").mean()),
+            kv_bytes_full=float(col(g, "kv_bytes_full").mean()),
+            kept_fraction=float(col(g, "kept_fraction").mean()),
+            peak_mem_bytes=float(col(g, "peak_mem_bytes").mean()),
+        ))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- labels
+def fmt_r(r: float) -> str:
+    return f"{r:.2f}" if round(r, 2) == r else f"{r:g}"
+
+
+def bucket_label(suite: str, bucket: int, all_buckets: list[int]) -> str:
+    """"4k" for 4096; LongBench-E lower bounds become ranges ("0-4k", "4-8k", "8k+")."""
+    if bucket == NO_BUCKET:
+        return "all"
+
+    def k(v: int) -> str:
+        for unit in (1024, 1000):
+            if v and v % unit == 0:
+                return f"{v // unit}k"
+        return str(v)
+
+    if suite == "longbench_e" and all_buckets:
+        ups = sorted(b for b in all_buckets if b > bucket)
+        return f"{k(bucket) if bucket else '0'}-{k(ups[0])}" if ups else f"{k(bucket)}+"
+    return k(bucket)
+
+
+LB_TASK_ORDER = [  # LongBench's category order (single-doc QA, multi-doc QA, summarisation, few-shot, synthetic, code)
+    "narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh", "hotpotqa", "2wikimqa", "musique", "dureader",
+    "gov_report", "qmsum", "multi_news", "vcsum", "trec", "triviaqa", "samsum", "lsht", "passage_count",
+    "passage_retrieval_en", "passage_retrieval_zh", "lcc", "repobench-p",
+]
+
+
+def task_order(suite: str, tasks: list[str]) -> list[str]:
+    """LongBench tasks in the paper's category order, everything else alphabetical."""
+    known = [t for t in LB_TASK_ORDER if t in tasks] if suite in ("longbench", "longbench_e") else []
+    return known + sorted(t for t in tasks if t not in known)
+
+
+def order_variants(labels: Iterable[str]) -> list[str]:
+    """Full reference first, then alphabetical."""
+    labels = sorted(set(labels))
+    return [FULL] * (FULL in labels) + [v for v in labels if v != FULL]
+
+
+def modal(values: Iterable) -> object:
+    """Most common value (ties: the smallest string form), None for no values."""
+    c = Counter(values)
+    if not c:
+        return None
+    top = max(c.values())
+    return sorted((v for v, n in c.items() if n == top), key=str)[0]
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in str(text)).strip("-") or "x"
