@@ -59,7 +59,8 @@ def build_method(mcfg) -> tuple[str, Any, str, float]:
     cls = mcfg.get("method", mcfg.get("name"))
     if cls not in available():
         raise UsageError(f"unknown method class {cls!r} in method config {mcfg.get('name')!r}; available: {', '.join(available())}")
-    params = OmegaConf.to_container(mcfg.get("params") or {}, resolve=True)
+    params = mcfg.get("params")
+    params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
     try:
         method = make_method(cls, **params)
     except TypeError as exc:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 FULL = "full"
+FIXED_BUDGET = -1.0  # the ``r`` given to rows without one (fixed ``budget_tokens``); shown as "fixed B"
 NO_BUCKET = -1  # internal stand-in for a null length_bucket (grouping keys cannot be NA everywhere)
 BOOTSTRAP_SEED = 20240917
 BOOTSTRAP_RESAMPLES = 1000
@@ -39,7 +40,8 @@ R_DECIMALS = 6  # r values are rounded to this many decimals before grouping (fl
 # columns are added so that a run_id shared by a whole sweep (one process, many configurations, tasks or length
 # buckets) cannot collapse different configurations into one row. A true duplicate (a resumed job writing a
 # row again) agrees on all of them, so when run_id is per configuration they change nothing.
-DEDUP_KEY = ("run_id", "sample_id", "model", "suite", "task", "length_bucket", "method", "r")
+DEDUP_KEY = ("run_id", "sample_id", "model", "suite", "task", "length_bucket", "method", "r", "budget_tokens",
+             "query_aware")
 
 TABLE_KEY = ["model", "suite", "length_bucket"]
 CELL_KEY = TABLE_KEY + ["variant", "r"]
@@ -100,7 +102,9 @@ def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFra
             ) from err
         frame["_file_order"] = i
         frames.append(frame)
-    frames = [f for f in frames if len(f)] or frames[:1]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise ResultsError(f"the {len(files)} result file(s) found (e.g. {files[0]}) hold no rows")
     df = pd.concat(frames, ignore_index=True, sort=False)
     return _dedup(df).reset_index(drop=True)
 
@@ -155,6 +159,7 @@ def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     out["method"] = out["method"].astype(str)
     out["r"] = out["r"].astype(float).round(R_DECIMALS) if "r" in out else 0.0
     out.loc[out["method"] == FULL, "r"] = 0.0
+    out["r"] = out["r"].fillna(FIXED_BUDGET)  # rows with a fixed token budget have no ratio
     lb = out["length_bucket"] if "length_bucket" in out else pd.Series(np.nan, index=out.index)
     out["length_bucket"] = pd.to_numeric(lb, errors="coerce").fillna(NO_BUCKET).astype("int64")
     out["score"] = pd.to_numeric(out["score"], errors="coerce").astype(float)
@@ -383,6 +388,8 @@ def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------- labels
 def fmt_r(r: float) -> str:
+    if r == FIXED_BUDGET:
+        return "fixed B"
     return f"{r:.2f}" if round(r, 2) == r else f"{r:g}"
 
 

@@ -18,8 +18,8 @@ def n_kept_for(n: int, r: float | None = None, budget_tokens: int | None = None)
         return min(n, int(budget_tokens))
     if r is None or not (0.0 <= r < 1.0):
         raise ValueError(f"r must be in [0, 1), got {r}")
-    # the small epsilon keeps floor(n * (1 - r)) exact for ratios such as 0.9 whose float product is x.99999
-    return max(1, math.floor(n * (1.0 - r) + 1e-9))
+    # exactly kvpress's int(n * (1 - r)) on floats (n=20, r=0.9 -> 1), so budgets match its leaderboard
+    return max(1, math.floor(n * (1.0 - r)))
 
 
 def _protect(scores: torch.Tensor, protected: tuple[int, int]) -> torch.Tensor:
@@ -74,8 +74,10 @@ def select(
         keep[i, _topk_sorted(scores[i], guard)] = True
     remaining = h * n_kept - h * guard
     if remaining > 0:
-        rest = scores.masked_fill(keep, float("-inf")).flatten()
+        # rank only the pairs not yet kept (masking kept ones with -inf would let a kept pair be picked again
+        # when a method scores positions -inf, leaving the layer under budget)
+        free = torch.nonzero(~keep.flatten()).flatten()
         # stable sort over the flattened (head, position) pairs: ties go to the lower head, then position
-        order = torch.sort(rest, descending=True, stable=True).indices[:remaining]
-        keep.view(-1)[order] = True
+        order = torch.sort(scores.flatten()[free], descending=True, stable=True).indices[:remaining]
+        keep.view(-1)[free[order]] = True
     return [torch.nonzero(keep[i]).flatten() for i in range(h)]

@@ -1,0 +1,238 @@
+"""MMLU-Pro (TIGER-Lab, arXiv 2406.01574): ``mmlu_pro``.
+
+Data: hub ``TIGER-Lab/MMLU-Pro`` (test 12,032 questions, validation 70), or ``data_dir`` holding the test and
+validation splits as parquet or jsonl: ``<data_dir>/[data/]test.{parquet,jsonl}`` /
+``validation.{parquet,jsonl}``, or the hub's files ``<data_dir>/data/test-00000-of-00001.parquet`` and
+``validation-00000-of-00001.parquet`` (any ``test-*``/``validation-*`` shards below ``data_dir``).
+
+Prompt, as the official ``evaluate_from_local.py`` builds it for 5-shot chain of thought:
+``cot_prompt_lib/initial_prompt.txt`` with ``{$}`` replaced by the category, a newline, then the first
+``ntrain`` (5) validation examples of the same category, each ``Question:\\n<q>\\nOptions:\\nA. <opt>\\n...``
+followed by its ``cot_content`` ("A: Let's think step by step." turned into "Answer: ...") and a blank
+line. That header and the examples are the record's ``context`` (identical within a category: one
+``context_id`` per category, compressed once); the test question, its options (N/A options dropped) and
+"Answer: Let's think step by step." are its ``question``. Stop at "Question:", ``max_new_tokens``
+(official 2048). The official script drops examples (k -> k-1) when the prompt exceeds 2048 tokens; here
+the context is fixed per category and the harness truncates its middle instead.
+``chat_template`` (default true) puts the prompt in the user turn (the official local script feeds the raw
+prompt to base models; set it false for that).
+
+Scoring: the answer letter is extracted as the official script does (``answer is \\(?([A-J])\\)?``, then
+``.*[aA]nswer:\\s*([A-J])``, then the last standalone letter ``\\b[A-J]\\b(?!.*\\b[A-J]\\b)`` with DOTALL);
+100 if it equals the answer letter. No letter: 0, or, with ``random_guess_on_fail: true``, the official
+variant: ``random.seed(12345); random.randint(0, n_options - 1) == answer_index``.
+
+Headline: the official reports overall accuracy weighted by samples, not a mean of categories. From
+per-category scores alone, ``headline`` weights each category by ``counts`` when given (the number of rows
+each category has in the run: that is exactly the per-sample mean), else by the counts of the categories in
+the last ``load()``, else by the full test set's category sizes (exact for a full run; for a subsampled run
+it is the stratified estimate of the full-test accuracy).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+from typing import Any
+
+from harness.records import Record
+from tasks import register
+from tasks.base import DataMissing, Task, TaskData
+from tasks.data import context_id, hub_rows, load_text, read_many, seeded_order, take
+
+HUB_ID = "TIGER-Lab/MMLU-Pro"
+LETTERS = "ABCDEFGHIJKLMNOP"
+# test-split sizes per category (12,032 in all)
+FULL_TEST_COUNTS = {
+    "biology": 717, "business": 789, "chemistry": 1132, "computer science": 410, "economics": 844,
+    "engineering": 969, "health": 818, "history": 381, "law": 1101, "math": 1351, "other": 924,
+    "philosophy": 499, "physics": 1299, "psychology": 798,
+}
+CATEGORIES = sorted(FULL_TEST_COUNTS)
+
+
+def task_name(category: str) -> str:
+    """Sub-task name of a category: spaces become underscores ("computer science" -> "computer_science")."""
+    return category.replace(" ", "_")
+
+
+def category_of(task: str) -> str:
+    return task.replace("_", " ")
+
+
+# ------------------------------------------------------------------------------------ answer extraction
+_PAT_IS = re.compile(r"answer is \(?([A-J])\)?")
+_PAT_COLON = re.compile(r".*[aA]nswer:\s*([A-J])")
+_PAT_LAST = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
+
+
+def extract_answer(text: str) -> str | None:
+    """The official three-step extraction; None when no letter is found."""
+    m = _PAT_IS.search(text)
+    if m:
+        return m.group(1)
+    m = _PAT_COLON.search(text)
+    if m:
+        return m.group(1)
+    m = _PAT_LAST.search(text)
+    return m.group(0) if m else None
+
+
+def random_guess_correct(n_options: int, answer_index: int) -> bool:
+    """The official fallback for an unparsable answer: a fresh ``random.seed(12345)`` every time."""
+    rng = random.Random(12345)
+    return rng.randint(0, n_options - 1) == answer_index
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def clean_options(options: list[str]) -> list[str]:
+    return [o for o in options if o != "N/A"]
+
+
+def format_example(example: dict, with_answer: bool) -> str:
+    text = "Question:\n" + str(example["question"]) + "\nOptions:\n"
+    for i, opt in enumerate(clean_options(list(example["options"]))):
+        text += f"{LETTERS[i]}. {opt}\n"
+    if with_answer:
+        cot = str(example.get("cot_content") or "")
+        return text + cot.replace("A: Let's think step by step.", "Answer: Let's think step by step.") + "\n\n"
+    return text + "Answer: Let's think step by step."
+
+
+def fewshot_header(category: str, examples: list[dict]) -> str:
+    prompt = load_text("mmlu_pro_initial_prompt.txt").replace("{$}", category) + "\n"
+    return prompt + "".join(format_example(e, True) for e in examples)
+
+
+@register("mmlu_pro")
+class MMLUPro(Task):
+    """Params: ``data_dir`` (null: hub), ``hub``, ``categories`` (subset; "computer science" or
+    "computer_science"), ``max_new_tokens`` (2048), ``ntrain`` (5), ``chat_template`` (true),
+    ``random_guess_on_fail`` (false)."""
+
+    suite = "mmlu_pro"
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        cats = params.get("categories") or params.get("tasks")
+        if isinstance(cats, str):
+            cats = [c.strip() for c in cats.split(",") if c.strip()]
+        if cats:
+            wanted = [category_of(c) if category_of(c) in FULL_TEST_COUNTS else c for c in cats]
+            unknown = [c for c in wanted if c not in FULL_TEST_COUNTS]
+            if unknown:
+                raise ValueError(f"unknown mmlu_pro categories {unknown}; valid: {', '.join(CATEGORIES)}")
+            self.categories = sorted(set(wanted))
+        else:
+            self.categories = list(CATEGORIES)
+        self.max_new_tokens = int(params.get("max_new_tokens") or 2048)
+        self.ntrain = int(params.get("ntrain", 5))
+        self.random_guess = bool(params.get("random_guess_on_fail", False))
+        self._counts: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------------------------------ data
+    def _local_split(self, data_dir: str, split: str) -> list[str]:
+        for sub in ("", "data"):
+            d = os.path.join(data_dir, sub) if sub else data_dir
+            for ext in ("parquet", "jsonl", "json"):
+                p = os.path.join(d, f"{split}.{ext}")
+                if os.path.isfile(p):
+                    return [p]
+        for ext in ("parquet", "jsonl"):
+            shards = glob.glob(os.path.join(data_dir, "**", f"{split}-*.{ext}"), recursive=True)
+            if shards:
+                return sorted(shards)
+        return []
+
+    def _splits(self) -> tuple[list[dict], list[dict]]:
+        data_dir = self.params.get("data_dir")
+        if data_dir:
+            data_dir = os.path.expanduser(str(data_dir))
+            test, val = self._local_split(data_dir, "test"), self._local_split(data_dir, "validation")
+            if test and val:
+                return read_many(test), read_many(val)
+            lacking = [s for s, f in (("test", test), ("validation", val)) if not f]
+            raise DataMissing(self._missing_message(f"no {' / '.join(lacking)} split under {data_dir}"))
+        hub = self.params.get("hub", HUB_ID)
+        if not hub:
+            raise DataMissing(self._missing_message("no data_dir and hub disabled"))
+        try:
+            return hub_rows(hub, None, "test"), hub_rows(hub, None, "validation")
+        except Exception as e:  # noqa: BLE001
+            raise DataMissing(self._missing_message(f"hub {hub}: {type(e).__name__}")) from e
+
+    def _missing_message(self, why: str) -> str:
+        where = self.params.get("data_dir") or "<data_dir>"
+        return (
+            f"mmlu_pro: data not found ({why}). Download the hub dataset {HUB_ID} files "
+            f"data/test-00000-of-00001.parquet and data/validation-00000-of-00001.parquet into {where}/data/ "
+            f"(or test.jsonl / validation.jsonl into {where}/) and set task.data_dir={where}."
+        )
+
+    def load(self, tokenizer, n_samples: int | None, seed: int) -> TaskData:
+        test, val = self._splits()
+        records: list[Record] = []
+        skipped: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        for category in self.categories:
+            tests = [r for r in test if r.get("category") == category]
+            shots = [r for r in val if r.get("category") == category][: self.ntrain]
+            task = task_name(category)
+            if not tests:
+                skipped[task] = f"mmlu_pro: no test questions of category {category!r} in the data"
+                continue
+            ctx = fewshot_header(category, shots)
+            cid = context_id(task, ctx)
+            chosen = take(seeded_order(len(tests), seed, task), n_samples)
+            counts[task] = len(chosen)
+            for idx in chosen:
+                row = tests[idx]
+                options = clean_options(list(row["options"]))
+                records.append(Record(
+                    context_id=cid,
+                    sample_id=f"{task}/{row.get('question_id', idx)}",
+                    suite=self.suite,
+                    task=task,
+                    context=ctx,
+                    question=format_example(row, False),
+                    answers=[str(row["answer"])],
+                    max_new_tokens=self.max_new_tokens,
+                    metric="accuracy",
+                    chat_template=bool(self.params.get("chat_template", True)),
+                    stop_strings=["Question:"],
+                    extra={
+                        "category": category,
+                        "question_id": row.get("question_id"),
+                        "answer_index": int(row["answer_index"]),
+                        "n_options": len(options),
+                        "src": row.get("src"),
+                        "n_shots": len(shots),
+                    },
+                ))
+        self._counts = counts
+        if not records:
+            raise DataMissing(self._missing_message("no test question in the selected categories"))
+        return TaskData(records=records, skipped=skipped)
+
+    # ---------------------------------------------------------------------------------------- metric
+    def score(self, record: Record, prediction: str) -> float:
+        pred = extract_answer(prediction)
+        if pred is None:
+            if self.random_guess:
+                extra = record.extra or {}
+                return 100.0 if random_guess_correct(int(extra["n_options"]), int(extra["answer_index"])) else 0.0
+            return 0.0
+        return 100.0 if pred == record.answers[0] else 0.0
+
+    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+        """Overall accuracy: category scores weighted by ``counts`` (rows per category in the run), else by
+        the counts of the last ``load()``, else by the full test set's category sizes."""
+        if not task_scores:
+            return 0.0
+        weights = counts or self._counts or {task_name(c): n for c, n in FULL_TEST_COUNTS.items()}
+        w = {t: weights.get(t, weights.get(category_of(t))) for t in task_scores}
+        if any(not x for x in w.values()):  # a category without a weight: plain mean, nothing dropped
+            return sum(task_scores.values()) / len(task_scores)
+        return sum(v * w[t] for t, v in task_scores.items()) / sum(w.values())

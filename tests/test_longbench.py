@@ -1,0 +1,227 @@
+"""LongBench / LongBench-E: metrics on hand-worked predictions, loaders on every local layout."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+
+from tasks import DataMissing, make_task
+from tasks import metrics_text as M
+from tasks.data import load_json
+from tasks.longbench import ALL_TASKS, E_TASKS, EN_TASKS, TASK_METRIC, length_bucket, sample_score
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_normalize_strips_punctuation_articles_whitespace():
+    assert M.normalize_answer("  The  Eiffel-Tower, an icon!! ") == "eiffeltower icon"
+    assert M.normalize_answer("A theatre") == "theatre"  # article only as a whole word
+
+
+def test_qa_f1_hand_worked():
+    assert M.qa_f1("The Eiffel Tower!", "eiffel tower") == 1.0
+    # pred {cat, sat}, ref {cat, sat, down}: P = 1, R = 2/3, F1 = 0.8
+    assert M.qa_f1("a cat sat", "the cat sat down") == pytest.approx(0.8)
+    assert M.qa_f1("", "anything") == 0.0
+    # multiset overlap: "paris paris" vs "paris": P = 1/2, R = 1 -> 2/3
+    assert M.qa_f1("Paris paris", "Paris") == pytest.approx(2 / 3)
+
+
+def test_max_over_references_and_first_line_cut():
+    # multiple references: best one counts
+    assert sample_score("hotpotqa", "Barack Obama", ["George Bush", "Obama"]) == pytest.approx(2 / 3)
+    # triviaqa keeps only the first line (after leading newlines)
+    assert sample_score("triviaqa", "\n\nParis\nThe answer is London", ["Paris"]) == 1.0
+    assert sample_score("triviaqa", "London\nParis", ["Paris"]) == 0.0
+    # hotpotqa does not cut: both lines are scored tokens
+    assert sample_score("hotpotqa", "Paris\nLondon", ["Paris"]) == pytest.approx(2 / 3)
+
+
+def test_rouge_l_f_and_failures():
+    # the rouge package's summary-level ROUGE-L counts distinct words: LCS "the cat on the mat" holds 4
+    # distinct words ({the, cat, on, mat}), each text has 5 distinct words -> P = R = 4/5, F = 0.8
+    # (its F carries a 1e-8 epsilon)
+    assert M.rouge_l_f("the cat sat on the mat", "the cat was on the mat") == pytest.approx(0.8, abs=1e-6)
+    assert M.rouge_l_f("", "reference") == 0.0  # rouge raises on an empty hypothesis -> 0
+    assert sample_score("gov_report", "", ["x"]) == 0.0
+
+
+def test_samsum_first_line_then_rouge():
+    s = sample_score("samsum", "Tom and Ann meet.\nDialogue: ...", ["Tom and Ann meet."])
+    assert s == pytest.approx(1.0, abs=1e-6)
+
+
+def test_classification_overlapping_class_names():
+    classes = ["Entity", "Other entity", "Animal"]
+    # "Entity" is a substring of the truth "Other entity" -> dropped; the right class is alone: 1
+    assert M.classification("Other entity", "Other entity", classes) == 1.0
+    # two classes named, truth among them -> 1/2
+    assert M.classification("Animal or Other entity", "Other entity", classes) == 0.5
+    # wrong class only -> 0
+    assert M.classification("Animal", "Other entity", classes) == 0.0
+    # the official skip quirk: "Other" is removed, so "entity" (next) is never examined and stays -> 1/2
+    assert M.classification("Other entity", "Other entity", ["Other", "entity", "Other entity"]) == 0.5
+    # trec: first line only
+    assert sample_score("trec", "Animal\nOther entity", ["Other entity"], classes) == 0.0
+
+
+def test_classification_chinese_lsht():
+    classes = ["体育", "财经", "国际财经"]
+    assert sample_score("lsht", "类别：财经", ["财经"], classes) == 1.0
+    # "财经" is inside "国际财经" -> dropped when the truth is 国际财经
+    assert sample_score("lsht", "国际财经", ["国际财经"], classes) == 1.0
+
+
+def test_retrieval_and_count_with_several_integers():
+    assert M.retrieval("Paragraph 12", "Paragraph 12") == 1.0
+    # integers 12, 3, 12 -> 2 of 3 equal the target
+    assert M.retrieval("Paragraph 12, not 3, surely 12", "Paragraph 12") == pytest.approx(2 / 3)
+    assert M.retrieval("no number", "Paragraph 4") == 0.0
+    assert M.retrieval("Paragraph 21", "Paragraph 2") == 0.0  # whole integers, not substrings
+    assert M.retrieval_zh("段落3，也可能是段落5", "段落3") == 0.5
+    assert M.count("There are 7 unique paragraphs out of 10", "7") == 0.5
+    assert M.count("seven", "7") == 0.0
+
+
+def test_code_sim_skips_comment_lines():
+    pred = "\n# the next line\n```python\n// js comment\nx = compute(a, b)\nreturn x"
+    assert M.code_first_line(pred) == "x = compute(a, b)"
+    assert M.code_sim(pred, "x = compute(a, b)") == 1.0
+    # a line with '#' anywhere (even trailing) is skipped
+    assert M.code_first_line("y = 1  # set\nz = 2") == "z = 2"
+    assert M.code_first_line("# only\n# comments") == ""
+    assert M.code_sim("# only comments", "x = 1") == 0.0
+
+
+def test_fuzzy_ratio_matches_fuzzywuzzy_levenshtein_semantics():
+    from rapidfuzz import fuzz
+
+    # kitten / sitting: LCS "ittn" (4) -> InDel distance 6 + 7 - 8 = 5 -> (13 - 5) / 13 = 0.615 -> 62
+    assert M.fuzzy_ratio("kitten", "sitting") == 62
+    assert M.fuzzy_ratio("", "") == 100 and M.fuzzy_ratio("a", "") == 0
+    for a, b in [("x = 1", "x = 2"), ("return foo(bar)", "return foo(baz, qux)"), ("abc", "cba")]:
+        assert M.fuzzy_ratio(a, b) == int(round(fuzz.ratio(a, b)))  # same InDel ratio, rounded like fuzzywuzzy
+    # difflib fallback differs in general but agrees on simple cases
+    assert M.fuzzy_ratio("kitten", "sitting", "difflib") == 62
+    assert sample_score("lcc", "x = compute(a, c)\n", ["x = compute(a, b)"]) == M.fuzzy_ratio(
+        "x = compute(a, c)", "x = compute(a, b)") / 100
+
+
+def test_chinese_metrics_use_jieba_words():
+    assert M.qa_f1_zh("北京是中国的首都。", "中国的首都是北京") == 1.0
+    assert M.qa_f1_zh("上海", "北京") == 0.0
+    # jieba words 我/爱/北京/天安门 vs 我/爱/北京: LCS 3 -> P 3/4, R 1 -> F 6/7
+    assert M.rouge_zh("我爱北京天安门", "我爱北京") == pytest.approx(6 / 7, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+def _row(i: int, task: str, length: int = 1000) -> dict:
+    answers = {"passage_retrieval_en": [f"Paragraph {i % 3 + 1}"], "passage_count": [str(i)]}.get(task, [f"answer {i}"])
+    return {
+        "input": f"question {i}?", "context": f"document {i} text", "answers": answers, "length": length,
+        "dataset": task, "language": "en", "all_classes": ["A", "B"] if task == "trec" else None, "_id": f"id{i}",
+    }
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "data_jsonl", "zip", "parquet_file", "parquet_dir"])
+def test_loader_layouts(tmp_path, layout):
+    rows = [_row(i, "hotpotqa") for i in range(5)]
+    if layout == "jsonl":
+        _write_jsonl(tmp_path / "hotpotqa.jsonl", rows)
+    elif layout == "data_jsonl":
+        _write_jsonl(tmp_path / "data" / "hotpotqa.jsonl", rows)
+    elif layout == "zip":
+        with zipfile.ZipFile(tmp_path / "data.zip", "w") as z:
+            z.writestr("data/hotpotqa.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    elif layout == "parquet_file":
+        pd.DataFrame(rows).to_parquet(tmp_path / "hotpotqa.parquet")
+    else:
+        (tmp_path / "hotpotqa").mkdir()
+        pd.DataFrame(rows).to_parquet(tmp_path / "hotpotqa" / "test-00000-of-00001.parquet")
+    data = make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa"]).load(None, None, 0)
+    assert len(data.records) == 5 and not data.skipped
+    r = next(r for r in data.records if r.sample_id == "hotpotqa/2")
+    template = load_json("longbench_dataset2prompt.json")["hotpotqa"]
+    assert r.context.endswith("document 2 text") and "{" not in r.context
+    assert r.context + r.question == template.format(context="document 2 text", input="question 2?")
+    assert r.question.endswith("Question: question 2?\nAnswer:")
+    assert r.answers == ["answer 2"] and r.max_new_tokens == 32 and r.metric == "qa_f1"
+    assert r.chat_template and r.length_bucket is None and r.suite == "longbench"
+
+
+def test_every_task_prompt_splits_at_context(tmp_path):
+    prompts, maxlen = load_json("longbench_dataset2prompt.json"), load_json("longbench_dataset2maxlen.json")
+    assert set(prompts) == set(ALL_TASKS) == set(maxlen) == set(TASK_METRIC)
+    for task in ALL_TASKS:
+        _write_jsonl(tmp_path / f"{task}.jsonl", [_row(0, task)])
+    data = make_task("longbench", data_dir=str(tmp_path), language="all").load(None, None, 0)
+    assert {r.task for r in data.records} == set(ALL_TASKS)
+    for r in data.records:
+        assert r.context + r.question == prompts[r.task].format(context="document 0 text", input="question 0?")
+        assert r.context.endswith("document 0 text")
+        assert r.chat_template == (r.task not in {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"})
+        assert r.max_new_tokens == maxlen[r.task]
+    trec = next(r for r in data.records if r.task == "trec")
+    assert trec.extra["all_classes"] == ["A", "B"]
+    assert make_task("longbench").tasks == EN_TASKS and len(EN_TASKS) == 16
+
+
+def test_subsampling_is_prefix_stable_and_context_ids(tmp_path):
+    rows = [_row(i, "qasper") for i in range(20)]
+    rows[7]["context"] = rows[3]["context"]  # two questions on one article share a context id
+    _write_jsonl(tmp_path / "qasper.jsonl", rows)
+    task = make_task("longbench", data_dir=str(tmp_path), tasks=["qasper"])
+    ids5 = [r.sample_id for r in task.load(None, 5, 1).records]
+    ids12 = [r.sample_id for r in task.load(None, 12, 1).records]
+    assert ids12[:5] == ids5 and len(set(ids12)) == 12
+    assert [r.sample_id for r in task.load(None, 5, 2).records] != ids5  # the seed matters
+    by_id = {r.sample_id: r for r in task.load(None, None, 0).records}
+    assert by_id["qasper/3"].context_id == by_id["qasper/7"].context_id
+    assert by_id["qasper/3"].context_id != by_id["qasper/4"].context_id
+
+
+def test_longbench_e_buckets(tmp_path):
+    lengths = [100, 3999, 4000, 7999, 8000, 20000]
+    _write_jsonl(tmp_path / "lcc_e.jsonl", [_row(i, "lcc", n) for i, n in enumerate(lengths)])
+    task = make_task("longbench_e", data_dir=str(tmp_path), tasks=["lcc"])
+    assert task.suite == "longbench_e" and len(make_task("longbench_e").tasks) == len(E_TASKS) == 13
+    recs = sorted(task.load(None, None, 0).records, key=lambda r: r.sample_id)
+    assert [r.length_bucket for r in recs] == [0, 0, 4000, 4000, 8000, 8000]
+    assert [length_bucket(n) for n in lengths] == [0, 0, 4000, 4000, 8000, 8000]
+    assert all(r.suite == "longbench_e" and not r.chat_template for r in recs)
+    with pytest.raises(ValueError, match="narrativeqa"):
+        make_task("longbench_e", tasks=["narrativeqa"])  # not a LongBench-E task
+
+
+def test_missing_data_message_and_partial_skip(tmp_path):
+    with pytest.raises(DataMissing) as e:
+        make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa", "lcc"]).load(None, 3, 0)
+    msg = str(e.value)
+    assert "hotpotqa" in msg and "lcc" in msg and "data.zip" in msg and str(tmp_path) in msg
+    assert "Xnhyacinth/LongBench" in msg
+    _write_jsonl(tmp_path / "lcc.jsonl", [_row(0, "lcc")])
+    data = make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa", "lcc"]).load(None, 3, 0)
+    assert [r.task for r in data.records] == ["lcc"] and "hotpotqa" in data.skipped
+    with pytest.raises(ValueError, match="unknown"):
+        make_task("longbench", tasks=["nope"])
+
+
+def test_score_and_headline():
+    task = make_task("longbench")
+    from harness.records import Record
+
+    rec = Record(context_id="c", sample_id="trec/0", suite="longbench", task="trec", context="", question="",
+                 answers=["Other entity"], max_new_tokens=64, metric="classification",
+                 extra={"all_classes": ["Entity", "Other entity"]})
+    assert task.score(rec, "Other entity\nmore") == 100.0
+    # categories: single-doc {qasper 50}, multi-doc {hotpotqa 30}, code {lcc 60, repobench-p 40} -> (50+30+50)/3
+    assert task.headline({"qasper": 50, "hotpotqa": 30, "lcc": 60, "repobench-p": 40}) == pytest.approx(130 / 3)
+    # LongBench-E keys with a bucket suffix are averaged per task first
+    assert make_task("longbench_e").headline({"lcc/0-4k": 40, "lcc/4-8k": 60, "qasper": 20}) == pytest.approx(35)

@@ -1,0 +1,298 @@
+"""Reporting: loading/dedup of result part files, cell aggregation, tables and figures on synthetic rows."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import report as R
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import make_figures  # noqa: E402
+import make_tables  # noqa: E402
+
+
+def row(method="keydiff", r=0.5, task="a", i=0, score=100.0, suite="ruler", bucket=4096, model="Qwen3-4B",
+        run_id=None, created_at="2025-01-01T00:00:00Z", **kw):
+    d = dict(
+        run_id=run_id or f"{model}-{suite}-{bucket}-{method}-{r}", config_json="{}", created_at=created_at,
+        git_commit="abc123", harness_version="0.1.0", torch_version="2.13.0", transformers_version="5.23",
+        device="cpu", model=model, model_source="hub", dtype="float32", attn_impl="sdpa", method=method,
+        method_params=json.dumps({}), r=float(r), budget_tokens=None,
+        budget_policy="adaptive" if method in ("nestedkv", "keydiff_adaptive") else "uniform", query_aware=False,
+        suite=suite, task=task, length_bucket=bucket, sample_id=f"{task}/{i}", context_id=f"{task}/{i}",
+        n_context_tokens=4000, n_question_tokens=20, n_kept_mean=4000 * (1 - r), kept_fraction=1 - r,
+        kv_bytes_full=2**20, kv_bytes_kept=2**20 * (1 - r), n_generated_tokens=10, prediction="x",
+        answers=["x"], metric="string_match_all", score=float(score), prefill_s=2.0, scoring_s=0.1,
+        decode_s=0.5, peak_mem_bytes=2**30,
+    )
+    d.update(kw)
+    return d
+
+
+def write(rows, folder: Path, name="part-000.parquet") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    pd.DataFrame(rows).to_parquet(p, index=False)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _fresh_headlines():
+    R.clear_headline_cache()
+    yield
+    R.clear_headline_cache()
+
+
+def grid_rows():
+    """A small complete grid: tasks a (2 samples), b (4 samples); full + two methods at r in {0.25, 0.5}."""
+    rows = []
+    for i, s in enumerate([100, 0]):
+        rows.append(row("full", 0.0, "a", i, s))
+    for i, s in enumerate([100, 100, 100, 0]):
+        rows.append(row("full", 0.0, "b", i, s))
+    for r, (ka, kb) in {0.25: ([100, 100], [100, 0, 0, 0]), 0.5: ([0, 0], [100, 100, 0, 0])}.items():
+        rows += [row("keydiff", r, "a", i, s) for i, s in enumerate(ka)]
+        rows += [row("keydiff", r, "b", i, s) for i, s in enumerate(kb)]
+    for r, (ka, kb) in {0.25: ([100, 0], [100, 100, 100, 100]), 0.5: ([100, 0], [100, 0, 0, 0])}.items():
+        rows += [row("nestedkv", r, "a", i, s) for i, s in enumerate(ka)]
+        rows += [row("nestedkv", r, "b", i, s) for i, s in enumerate(kb)]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def test_summary_numbers_hand_checked(tmp_path):
+    write(grid_rows(), tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res")).set_index(["method", "r"])
+    # full: a = 50, b = 75 -> 62.5 over 6 samples
+    assert s.loc[("full", 0.0), "score"] == pytest.approx(62.5)
+    assert s.loc[("full", 0.0), "n"] == 6
+    # keydiff r=0.25: a = 100, b = 25 -> 62.5; r=0.5: a = 0, b = 50 -> 25
+    assert s.loc[("keydiff", 0.25), "score"] == pytest.approx(62.5)
+    assert s.loc[("keydiff", 0.5), "score"] == pytest.approx(25.0)
+    # nestedkv r=0.25: a = 50, b = 100 -> 75; r=0.5: 50, 25 -> 37.5
+    assert s.loc[("nestedkv", 0.25), "score"] == pytest.approx(75.0)
+    assert s.loc[("nestedkv", 0.5), "score"] == pytest.approx(37.5)
+    assert s["complete"].all() and (s["n_tasks"] == 2).all()
+    assert set(s["length_bucket"]) == {4096}
+    text = R.format_summary(R.summary(R.load_results(tmp_path / "res")))
+    assert "75.00 (6)" in text and "62.50 (6)" in text
+
+
+def test_headline_uses_task_registry_and_falls_back(tmp_path, monkeypatch):
+    import tasks
+    from tasks.base import Task
+
+    class MaxSuite(Task):
+        def headline(self, task_scores):
+            return max(task_scores.values())
+
+    monkeypatch.setitem(tasks.SUITES, "maxsuite", MaxSuite)
+    rows = [row("keydiff", 0.5, "a", 0, 20, suite="maxsuite"), row("keydiff", 0.5, "b", 0, 80, suite="maxsuite"),
+            row("keydiff", 0.5, "a", 0, 20, suite="nosuchsuite"), row("keydiff", 0.5, "b", 0, 80,
+                                                                            suite="nosuchsuite")]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res")).set_index("suite")
+    assert s.loc["maxsuite", "score"] == 80 and bool(s.loc["maxsuite", "official"])
+    assert s.loc["nosuchsuite", "score"] == 50 and not bool(s.loc["nosuchsuite", "official"])
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    md = (tmp_path / "out" / "nosuchsuite_4k_Qwen3-4B.md").read_text()
+    assert "FALLBACK" in md and "unweighted mean" in md
+    assert "FALLBACK" not in (tmp_path / "out" / "maxsuite_4k_Qwen3-4B.md").read_text()
+
+
+def test_longbench_headline_is_mean_of_category_means(tmp_path):
+    scores = {"hotpotqa": [0, 20], "2wikimqa": [30, 30], "lcc": [80, 100]}  # multi-doc QA 20, code 90
+    rows = [row("keydiff", 0.5, t, i, s, suite="longbench", bucket=None) for t, v in scores.items()
+            for i, s in enumerate(v)]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res"))
+    assert s["score"].iloc[0] == pytest.approx(55.0) and bool(s["official"].iloc[0])
+    assert s["n"].iloc[0] == 6 and pd.isna(s["length_bucket"].iloc[0])
+
+
+def test_full_rows_are_the_reference_whatever_their_r(tmp_path):
+    rows = [row("full", r, "a", i, s) for r in (0.0, 0.25, 0.5) for i, s in enumerate([100, 0, 100])]
+    rows += [row("keydiff", 0.5, "a", i, 0) for i in range(3)]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res"))
+    full = s[s["method"] == "full"]
+    assert len(full) == 1 and full["r"].iloc[0] == 0.0
+    assert full["n"].iloc[0] == 3 and full["score"].iloc[0] == pytest.approx(200 / 3)
+
+
+def test_fixed_budget_rows_and_query_aware_get_their_own_labels(tmp_path):
+    rows = [row("snapkv", float("nan"), "a", i, 40, budget_tokens=128) for i in range(2)]
+    rows += [row("snapkv", 0.5, "a", i, 60, query_aware=True) for i in range(2)]
+    rows += [row("snapkv", 0.5, "a", i, 20) for i in range(2)]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res")).set_index(["method", "r"])["score"].to_dict()
+    assert s == {("snapkv[B=128]", R.FIXED_BUDGET): 40, ("snapkv (query-aware)", 0.5): 60, ("snapkv", 0.5): 20}
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    md = (tmp_path / "out" / "ruler_4k_Qwen3-4B.md").read_text()
+    assert "| method | fixed B | r=0.50 |" in md and "| snapkv[B=128] | 40.00 | — |" in md
+
+
+def test_dedup_keeps_newest_and_skips_temporary_files(tmp_path):
+    res = tmp_path / "res"
+    write([row(i=0, score=10, created_at="2025-01-01T00:00:00Z"), row(i=1, score=30)], res / "a", "p1.parquet")
+    write([row(i=0, score=90, created_at="2025-02-01T00:00:00Z")], res / "b", "p2.parquet")
+    write([row(i=0, score=10, created_at="2025-03-01T00:00:00Z")], res / "b", ".p3.parquet")  # in-flight
+    write([row(i=0, score=10, created_at="2025-03-01T00:00:00Z")], res / "b", "p4.parquet.tmp")
+    df = R.load_results(res)
+    assert len(df) == 2
+    assert df.set_index("sample_id").loc["a/0", "score"] == 90
+    s = R.summary(df)
+    assert s["n"].iloc[0] == 2 and s["score"].iloc[0] == pytest.approx(60)
+
+
+def test_dedup_does_not_merge_configurations_sharing_a_run_id(tmp_path):
+    # one run_id for a whole sweep: (run_id, sample_id) alone would collapse methods and ratios
+    rows = [row("keydiff", r, "a", 0, 50, run_id="sweep") for r in (0.25, 0.5)]
+    rows += [row("nestedkv", 0.25, "a", 0, 50, run_id="sweep")]
+    write(rows, tmp_path / "res")
+    assert len(R.load_results(tmp_path / "res")) == 3
+
+
+def test_corrupt_file_error_names_file_and_remedy(tmp_path):
+    write([row()], tmp_path / "res")
+    bad = tmp_path / "res" / "sub" / "part-bad.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(R.ResultsError) as err:
+        R.load_results(tmp_path / "res")
+    msg = str(err.value)
+    assert str(bad) in msg and "Delete it and rerun" in msg and "resume" in msg
+
+
+def test_no_result_files_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(R.ResultsError, match="no result files"):
+        R.load_results(tmp_path / "empty")
+    assert make_tables.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t")]) == 2
+    assert make_figures.main([str(tmp_path / "empty"), "--out", str(tmp_path / "f")]) == 2
+    assert "no result files" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def test_best_per_column_is_bold_and_full_row_on_top(tmp_path):
+    write(grid_rows(), tmp_path / "res")
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    md = (tmp_path / "out" / "ruler_4k_Qwen3-4B.md").read_text().splitlines()
+    body = [ln for ln in md if ln.startswith("| ") and not ln.startswith("| method")]
+    assert body[0].startswith("| full |")
+    assert body[0].count("**") == 0  # the reference is never marked best
+    kd = next(ln for ln in body if ln.startswith("| keydiff |"))
+    nk = next(ln for ln in body if ln.startswith("| nestedkv |"))
+    assert kd == "| keydiff | 62.50 | 25.00 |"
+    assert nk == "| nestedkv | **75.00** | **37.50** |"
+    tex = (tmp_path / "out" / "ruler_4k_Qwen3-4B.tex").read_text()
+    assert r"nestedkv & \textbf{75.00} & \textbf{37.50} \\" in tex
+    csv = pd.read_csv(tmp_path / "out" / "ruler_4k_Qwen3-4B.csv")
+    assert list(csv["method"]) == ["full", "keydiff", "nestedkv"]
+    assert list(csv["r=0.25 n"]) == [6, 6, 6] and list(csv["r=0.25 best"]) == [0, 0, 1]
+
+
+def test_incomplete_grid_and_sample_counts_are_marked(tmp_path):
+    rows = grid_rows()
+    # nestedkv r=0.5 lacks task b entirely (and would otherwise "win" with a = 100)
+    rows = [x for x in rows if not (x["method"] == "nestedkv" and x["r"] == 0.5)]
+    rows += [row("nestedkv", 0.5, "a", i, 100) for i in range(2)]
+    # keydiff r=0.25 has one sample fewer in task b
+    rows = [x for x in rows if not (x["method"] == "keydiff" and x["r"] == 0.25 and x["sample_id"] == "b/3")]
+    # snapkv only at r=0.25
+    rows += [row("snapkv", 0.25, t, i, 0) for t, n in (("a", 2), ("b", 4)) for i in range(n)]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res")).set_index(["method", "r"])
+    assert not s.loc[("nestedkv", 0.5), "complete"] and s.loc[("nestedkv", 0.5), "missing"] == "b"
+    assert s.loc[("nestedkv", 0.5), "score"] == 100  # over the tasks it has, flagged
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    md = (tmp_path / "out" / "ruler_4k_Qwen3-4B.md").read_text()
+    lines = {ln.split(" | ")[0][2:]: ln for ln in md.splitlines() if ln.startswith("| ")}
+    assert lines["nestedkv"] == "| nestedkv | **75.00** | 100.00\\* (n=2) |"  # incomplete: marked, never best
+    assert lines["keydiff"] == "| keydiff | 66.67 (n=5) | 25.00 |"  # a = 100, b = 100/3; sole complete cell: no bold
+    assert lines["snapkv"] == "| snapkv | 0.00 | — |"
+    assert "n = 6 samples per cell unless marked" in md
+    assert "nestedkv r=0.50: incomplete, averaged over 1 of 2 tasks (missing: b)" in md
+    tex = (tmp_path / "out" / "ruler_4k_Qwen3-4B.tex").read_text()
+    assert r"100.00$^{*}$" in tex and r"\textsuperscript{n=5}" in tex
+    csv = pd.read_csv(tmp_path / "out" / "ruler_4k_Qwen3-4B.csv").set_index("method")
+    assert csv.loc["nestedkv", "r=0.50 complete"] == 0 and csv.loc["keydiff", "r=0.25 n"] == 5
+
+
+def test_paper_numbers_and_ablation_and_cost(tmp_path):
+    rows = []
+    for m in ("full", "nestedkv", "nestedkv_uniform", "keydiff_adaptive", "keydiff"):
+        for r in ((0.0,) if m == "full" else (0.5, 0.75)):
+            rows += [row(m, r, "a", i, 50 + 10 * i, decode_s=0.1 * (1 + i), n_generated_tokens=10) for i in range(2)]
+    write(rows, tmp_path / "res")
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out", paper=True)
+    md = (tmp_path / "out" / "ruler_4k_Qwen3-4B.md").read_text()
+    assert "[79.32]" in md and "[60.22]" in md and "[70.91]" in md and "[71.33]" in md
+    abl = (tmp_path / "out" / "ablation_Qwen3-4B.md").read_text()
+    assert "| nestedkv_uniform | w/o adaptive budget |" in abl and "[79.32]" in abl
+    cost = (tmp_path / "out" / "cost_Qwen3-4B.md").read_text()
+    # prefill 2 s, scoring 0.1/2 = 5 %, decode (0.1 + 0.2) / 20 tokens = 15 ms/token, KV 0.25 MiB at r=0.75
+    assert "| nestedkv | 0.75 | 2 | 2.000 | 5.00 | 15.00 | 0.2 | 25.0 | 1.00 |" in cost
+    # without --paper no paper numbers
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out2")
+    assert "[79.32]" not in (tmp_path / "out2" / "ruler_4k_Qwen3-4B.md").read_text()
+
+
+def test_bootstrap_ci_is_deterministic_and_brackets_the_mean(tmp_path):
+    write(grid_rows(), tmp_path / "res")
+    prep = R.prepare(R.load_results(tmp_path / "res"))
+    a = R.headline_cells(prep, ci=True)
+    b = R.headline_cells(prep, ci=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert ((a["ci_lo"] <= a["score"]) & (a["score"] <= a["ci_hi"])).all()
+    # keydiff r=0.25 task a is [100, 100]: zero-width task interval
+    t = R.task_cells(prep, ci=True).set_index(["variant", "r", "task"])
+    assert t.loc[("keydiff", 0.25, "a"), "ci_lo"] == t.loc[("keydiff", 0.25, "a"), "ci_hi"] == 100
+
+
+def test_tables_byte_identical_across_runs(tmp_path):
+    rows = grid_rows() + [row("keydiff", 0.5, "hotpotqa", i, 10 * i, suite="longbench", bucket=None)
+                          for i in range(3)] + [row("full", 0.0, "hotpotqa", i, 20, suite="longbench", bucket=None)
+                                                for i in range(3)]
+    write(rows[::2], tmp_path / "res" / "x")
+    write(rows[1::2], tmp_path / "res" / "y")
+    out1, out2 = tmp_path / "o1", tmp_path / "o2"
+    cmd = [sys.executable, str(ROOT / "scripts" / "make_tables.py"), str(tmp_path / "res"), "--ci", "--paper"]
+    p1 = subprocess.run(cmd + ["--out", str(out1)], capture_output=True, text=True, check=True)
+    subprocess.run(cmd + ["--out", str(out2)], capture_output=True, text=True, check=True)
+    names = sorted(p.name for p in out1.iterdir())
+    assert names == sorted(p.name for p in out2.iterdir())
+    assert {"all_tables.md", "cells.csv", "task_cells.csv", "variants.csv", "summary.txt",
+            "longbench_all_Qwen3-4B_tasks.md", "ruler_4k_Qwen3-4B.tex", "cost_Qwen3-4B.csv"} <= set(names)
+    match, mismatch, errors = filecmp.cmpfiles(out1, out2, names, shallow=False)
+    assert not mismatch and not errors
+    assert f"wrote {out1 / 'all_tables.md'}" in p1.stdout
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def test_figures_written_and_reproducible(tmp_path):
+    rows = []
+    for m in ("full", "keydiff", "nestedkv"):  # kept small: each figure costs ~0.5 s to draw and save twice
+        for r in ((0.0,) if m == "full" else (0.75,)):
+            for b in (1024,):
+                rows += [row(m, r, t, i, 100 * (i % 2), bucket=b, depth=i / 3) for t in ("niah_single_1", "vt")
+                         for i in range(4)]
+    write(rows, tmp_path / "res")
+    w1 = make_figures.build([str(tmp_path / "res")], tmp_path / "f1")
+    w2 = make_figures.build([str(tmp_path / "res")], tmp_path / "f2")
+    names = sorted(p.name for p in w1)
+    for stem in ("score_ruler_1k_Qwen3-4B", "tasks_ruler_1k_Qwen3-4B", "niah_ruler_Qwen3-4B_r0.75",
+                 "cost_ruler_1k_Qwen3-4B"):
+        assert f"{stem}.png" in names and f"{stem}.pdf" in names
+    assert all(p.stat().st_size > 1000 for p in w1)
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "f1", tmp_path / "f2", names, shallow=False)
+    assert not mismatch and not errors and len(w1) == len(w2)
