@@ -174,13 +174,17 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
     if valid is not None:
         allowed &= valid[:, :, None, :]
     groups = query.shape[1] // h_kv
+    if ev is None:
+        # GQA without copying the cache: fold each KV head's G query heads into the query axis
+        d = query.shape[-1]
+        packed = query.reshape(bsz, h_kv, groups * q_len, d)
+        mask = allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
+        out = F.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
+        return out.reshape(bsz, h_kv * groups, q_len, -1).transpose(1, 2).contiguous(), None
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
         allowed = allowed.repeat_interleave(groups, dim=1)
-    if ev is None:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
-        return out.transpose(1, 2).contiguous(), None
     # explicit softmax: the new tokens' attention rows feed H2O's accumulated scores
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     logits = (query.float() @ key.float().transpose(2, 3)) * scale
