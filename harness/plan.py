@@ -135,8 +135,8 @@ def build_task(tcfg) -> tuple[str, Task, dict]:
     suite = tcfg.pop("suite")
     try:
         return name, make_task(suite, **tcfg), tcfg
-    except KeyError as exc:
-        raise UsageError(str(exc).strip("'\"")) from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"task {name}: {str(exc).strip(chr(39) + chr(34))}") from exc
 
 
 def models_that_fit(needed: int) -> list[str]:

@@ -50,3 +50,36 @@ class Task:
     def headline(self, task_scores: dict[str, float]) -> float:
         """The suite's headline number from per-sub-task scores (default: unweighted mean)."""
         return sum(task_scores.values()) / max(1, len(task_scores))
+
+
+_HUB: bool | None = None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be reached (probed once per process; HF_HUB_OFFLINE=1 says no).
+
+    Data loaders call it before any hub download, so an offline machine reports missing data at once instead
+    of waiting on retries for every file."""
+    global _HUB
+    if _HUB is None:
+        import os
+        import socket
+        from urllib.parse import urlparse
+
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or os.environ.get(
+            "HF_DATASETS_OFFLINE", "0"
+        ) not in ("0", "", "false", "False"):
+            _HUB = False
+        else:
+            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+            try:
+                socket.create_connection((host, 443), timeout=timeout).close()
+                _HUB = True
+            except OSError:
+                _HUB = False
+    return _HUB
+
+
+def require_hub(what: str) -> None:
+    if not hub_reachable():
+        raise ConnectionError(f"the Hugging Face hub is not reachable (needed for {what})")

@@ -110,6 +110,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def _hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
     import datasets
 
+    from tasks.base import require_hub
+
+    require_hub(hub_id)
     dd = datasets.load_dataset(hub_id, config) if config else datasets.load_dataset(hub_id)
     ds = dd[split] if split in dd else dd[next(iter(dd))]  # e.g. an essay set whose only split is not "train"
     return [dict(r) for r in ds]

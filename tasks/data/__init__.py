@@ -131,6 +131,9 @@ def hub_rows(repo: str, config: str | None, split: str = "test") -> list[dict]:
     """Rows of a hub dataset through ``datasets`` (cache or hub). Raises on any failure."""
     import datasets
 
+    from tasks.base import require_hub
+
+    require_hub(repo)
     ds = datasets.load_dataset(repo, config, split=split) if config else datasets.load_dataset(repo, split=split)
     return [_plain(r) for r in ds]
 
