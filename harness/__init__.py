@@ -20,4 +20,11 @@ def kept_positions(model, input_ids, method, r=None, budget_tokens=None, budget_
                  safeguard=safeguard, **method_params)
 
 
-__all__ = ["__version__", "load_model", "kept_positions"]
+def needle_token_spans(tokenizer, record, key="needle_spans"):
+    """Token spans ``[start, end)`` of ``record.extra[key]`` (character spans in the context) in the context ids."""
+    from harness.inspect import needle_token_spans as _spans
+
+    return _spans(tokenizer, record, key=key)
+
+
+__all__ = ["__version__", "load_model", "kept_positions", "needle_token_spans"]

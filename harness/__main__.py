@@ -21,5 +21,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    from harness.run import normalize_overrides
+
+    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
     main()
+
+
+if __name__ == "__main__":
+    entry()

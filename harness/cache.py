@@ -83,7 +83,10 @@ def rerotate(keys: torch.Tensor, old: torch.Tensor, new: torch.Tensor, rotary_em
     """Move post-RoPE keys from positions ``old`` to ``new``: rotate by ``new - old`` (RoPE composes)."""
     h, L = old.shape[-2], old.shape[-1]
     delta = (new - old).reshape(1, h * L)
-    cos, sin = rotary_emb(keys, position_ids=delta)  # (1, h*L, d)
+    try:
+        cos, sin = rotary_emb(keys, position_ids=delta)  # (1, h*L, d)
+    except TypeError:  # hybrid models (Gemma 3) keep one RoPE per layer type; compressed layers are global
+        cos, sin = rotary_emb(keys, position_ids=delta, layer_type="full_attention")
     scale = getattr(rotary_emb, "attention_scaling", 1.0) or 1.0
     cos = (cos / scale).reshape(1, h, L, -1).to(keys.dtype)
     sin = (sin / scale).reshape(1, h, L, -1).to(keys.dtype)

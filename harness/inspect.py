@@ -1,11 +1,47 @@
-"""``kept_positions``: which context positions a method keeps, per layer and KV head (for plots and cross-checks)."""
+"""``kept_positions``: which context positions a method keeps, per layer and KV head (for plots and cross-checks);
+``needle_token_spans``: where a record's needles lie among the context tokens."""
 
 from __future__ import annotations
 
 import torch
 
-from harness.protocol import compressed_layers, prefill, select_positions
+from harness.protocol import _templated, compressed_layers, encode_context, prefill, render_parts, select_positions
 from methods.base import Method
+
+
+def char_spans_to_tokens(offsets, spans, shift: int = 0) -> list[tuple[int, int]]:
+    """Token spans ``[start, end)`` covering each character span ``[a, b)`` (shifted by ``shift`` characters),
+    given a tokenizer's offset mapping (one ``(char_start, char_end)`` per token). A token belongs to a span
+    when its characters overlap it; zero-width tokens (special tokens) never do. A span no token overlaps
+    raises ``ValueError``."""
+    out = []
+    for a, b in spans:
+        a, b = int(a) + shift, int(b) + shift
+        hit = [i for i, (s, e) in enumerate(offsets) if e > s and e > a and s < b]
+        if not hit:
+            raise ValueError(f"no token overlaps characters [{a}, {b})")
+        out.append((hit[0], hit[-1] + 1))
+    return out
+
+
+def needle_token_spans(tokenizer, record, key: str = "needle_spans") -> list[tuple[int, int]]:
+    """Token positions ``[start, end)`` of the record's needles in its context ids, as the protocol encodes
+    them (``harness.protocol.encode_context``: chat-template head + ``record.context``, no truncation).
+
+    ``record.extra[key]`` holds character spans in ``record.context`` (RULER: ``needle_spans`` for the
+    needles asked about, ``distractor_needle_spans`` for the others). They are shifted by the length of the
+    template head and mapped with the tokenizer's offset mapping (a fast tokenizer is needed)."""
+    spans = record.extra.get(key) or []
+    text = render_parts(tokenizer, record)[0]
+    if not text.endswith(record.context):
+        raise ValueError("the context part does not end with record.context; cannot place its character spans")
+    shift = len(text) - len(record.context)
+    enc = tokenizer(text, add_special_tokens=not _templated(tokenizer, record), return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    expected = encode_context(tokenizer, record).context_ids[0].tolist()
+    if ids != expected:  # the same call as encode_context; a mismatch would mean the positions are off
+        raise RuntimeError("offset-mapped tokenisation differs from harness.protocol.encode_context")
+    return char_spans_to_tokens(enc["offset_mapping"], spans, shift)
 
 
 def _resolve(method, method_params: dict):

@@ -44,13 +44,16 @@ class ModelSpec:
 
 
 def model_names() -> list[str]:
-    return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+    """Configured model names (``custom`` is the carrier of hub ids and paths, not a model)."""
+    return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml") if p.stem != "custom")
 
 
 def model_spec(name_or_path: str | dict) -> ModelSpec:
     """Resolve a config name, a config dict, a local directory or a hub id to a spec (no weights read)."""
     if isinstance(name_or_path, dict) or OmegaConf.is_config(name_or_path):
         d = OmegaConf.to_container(name_or_path, resolve=True) if OmegaConf.is_config(name_or_path) else dict(name_or_path)
+        if d.get("source") == "auto":  # conf/model/custom.yaml: resolve the path the user gave
+            return model_spec(str(d["path"]))
         known = {k: d.pop(k) for k in list(d) if k in ModelSpec.__dataclass_fields__}
         return ModelSpec(**known, extra=d)
     conf = MODEL_CONF_DIR / f"{name_or_path}.yaml"

@@ -27,6 +27,7 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
         "task_params": plan.task_params,
         "seed": int(cfg.seed),
         "max_context": cfg.get("max_context"),
+        "max_new_tokens": cfg.get("max_new_tokens"),
     }
 
 
@@ -70,6 +71,9 @@ def run(cfg) -> pd.DataFrame:
     data = plan.task.load(tokenizer, cfg.n_samples, int(cfg.seed))
     for sub, reason in sorted(data.skipped.items()):
         print(f"[kvbench] skipped {plan.task_name}/{sub}: {reason}", file=sys.stderr)
+    if cfg.get("max_new_tokens"):
+        for rec in data.records:
+            rec.max_new_tokens = min(rec.max_new_tokens, int(cfg.max_new_tokens))
     if not data.records:
         raise UsageError(f"task {plan.task_name} produced no records (every sub-task skipped: see the messages above)")
 
@@ -114,6 +118,20 @@ def run(cfg) -> pd.DataFrame:
     return rows
 
 
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """``model=<hub id or local dir>`` -> ``model=custom model.path=<it>`` (``model`` is otherwise a config group)."""
+    from harness.models import model_names
+
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "model" and value and value not in [*model_names(), "custom"] and "," not in value:
+            out += ["model=custom", f"model.path={value}"]
+        else:
+            out.append(o)
+    return out
+
+
 def compose(overrides: list[str] | None = None):
     """The resolved config for CLI-style overrides, without running (scripts and tests use it)."""
     from hydra import compose as _compose
@@ -122,4 +140,4 @@ def compose(overrides: list[str] | None = None):
     from harness.models import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name="config", overrides=list(overrides or []))
+        return _compose(config_name="config", overrides=normalize_overrides(list(overrides or [])))
