@@ -27,5 +27,23 @@ demo: install
 test: install
 	$(PYTHON) -m pytest -q -n 2 $(PYTEST_ARGS)
 
+# tables and figures from the committed example results (no model runs)
+RESULTS ?= results/demo/runs
+tables: install
+	$(PYTHON) scripts/make_tables.py $(RESULTS) --out results/demo
+
+figures: install
+	$(PYTHON) scripts/make_figures.py $(RESULTS) --out results/demo
+
+# fixed small grid on smollm2-135m vs results/baselines/regress_smollm2.csv
+regress: install
+	$(PYTHON) scripts/regress.py $(REGRESS_ARGS)
+
+regress-update: install
+	$(PYTHON) scripts/regress.py --update
+
+bench: install
+	$(PYTHON) scripts/bench_sweep.py
+
 clean:
 	rm -rf $(VENV) outputs multirun
