@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from harness.plan import Plan, UsageError, make_plan
+from harness.plan import Plan, UsageError, make_plan, shard_of
 from harness.results import ResultWriter, done_keys, read_rows
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
 
@@ -29,28 +29,6 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
         "max_context": cfg.get("max_context"),
         "max_new_tokens": cfg.get("max_new_tokens"),
     }
-
-
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Headline score per (suite, length) x (method, r): task means, then the suite's headline."""
-    from tasks import make_task
-
-    if df.empty:
-        return pd.DataFrame()
-    df = df.copy()
-    df["length_bucket"] = df["length_bucket"].fillna(-1)
-    df["budget"] = df.apply(lambda x: f"B={int(x.budget_tokens)}" if pd.notna(x.get("budget_tokens")) else f"{x.r:g}", axis=1)
-    out = []
-    for (suite, length, method, budget, qa), g in df.groupby(["suite", "length_bucket", "method", "budget", "query_aware"]):
-        tasks = g.groupby("task")["score"].mean().to_dict()
-        try:
-            head = make_task(suite).headline(tasks)
-        except Exception:
-            head = sum(tasks.values()) / len(tasks)
-        label = f"{suite}" + (f"@{int(length)}" if length >= 0 else "") + (" (query-aware)" if qa else "")
-        out.append({"suite": label, "method": method, "r": budget, "score": head, "n": len(g)})
-    table = pd.DataFrame(out).pivot_table(index=["suite", "method"], columns="r", values="score")
-    return table.round(1)
 
 
 def run(cfg) -> pd.DataFrame:
@@ -92,13 +70,19 @@ def run(cfg) -> pd.DataFrame:
         decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
     )
     groups = group_by_context(data.records)
+    if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)
+        i, n = plan.shard
+        groups = type(groups)((k, g) for k, g in groups.items() if shard_of(k, n) == i)
     pending = [g for g in groups.values() if any((c.run_id, r.sample_id) not in done for c in cells for r in g)]
     run_ids = sorted({c.run_id for c in cells})
     job = cfg.get("job") or hashlib.sha1(json.dumps(run_ids).encode()).hexdigest()[:10] + f"-{int(time.time())}"
+    if plan.shard and not cfg.get("job"):  # shards share run_ids and may start in the same second
+        job += f"-shard{plan.shard[0]}of{plan.shard[1]}"
     writer = ResultWriter(out_dir, job)
     skipped = len(groups) - len(pending)
+    part = f" in shard {plan.shard[0]}/{plan.shard[1]}" if plan.shard else ""
     print(
-        f"[kvbench] {plan.task_name}: {len(groups)} contexts ({skipped} already done), {len(cells)} configurations "
+        f"[kvbench] {plan.task_name}: {len(groups)} contexts{part} ({skipped} already done), {len(cells)} configurations "
         f"per context, results in {out_dir}",
         file=sys.stderr,
     )
@@ -112,9 +96,10 @@ def run(cfg) -> pd.DataFrame:
         writer.close()
     rows = read_rows(out_dir)
     rows = rows[rows["run_id"].isin(run_ids)] if not rows.empty else rows
-    table = summary_table(rows)
-    if not table.empty:
-        print(f"\nscore (0-100) per method x r, {plan.model.name}:\n{table.to_string()}\n")
+    if not rows.empty:
+        from harness.report import format_summary, summary
+
+        print(f"\nscore (0-100) per method x r (samples per cell in brackets):\n{format_summary(summary(rows))}\n")
     return rows
 
 
