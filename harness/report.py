@@ -147,6 +147,21 @@ def _canon_params(v) -> str:
         return str(v)
 
 
+def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What both report scripts start from: (prepared rows, headline cells, task cells, cost cells).
+    Warnings of ``prepare`` (duplicate samples across run_ids) go to stderr."""
+    import sys
+    import warnings
+
+    df = load_results(paths)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prep = prepare(df)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return prep, headline_cells(prep, ci=ci), task_cells(prep, ci=ci), cost_cells(prep)
+
+
 def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     """Rows ready for aggregation: adds ``variant``; ``r`` = 0.0 for the full cache; null length buckets
     become ``NO_BUCKET``; one row per (model, suite, bucket, variant, r, task, sample_id) (the newest)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -246,15 +245,7 @@ def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path
 
 
 def build(paths: list[str], out: Path) -> list[Path]:
-    df = R.load_results(paths)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prep = R.prepare(df)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    hc = R.headline_cells(prep)
-    tc = R.task_cells(prep)
-    cc = R.cost_cells(prep)
+    prep, hc, tc, cc = R.load_prepared(paths)
     out.mkdir(parents=True, exist_ok=True)
     styles = Styles(prep["variant"].unique())
     written: list[Path] = []

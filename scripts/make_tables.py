@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -467,15 +466,7 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
 
 # ============================================================================================ main
 def build(paths: list[str], out: Path, ci: bool = False, paper: bool = False) -> list[Path]:
-    df = R.load_results(paths)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prep = R.prepare(df)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    hc = R.headline_cells(prep, ci=ci)
-    tc = R.task_cells(prep, ci=ci)
-    cc = R.cost_cells(prep)
+    prep, hc, tc, cc = R.load_prepared(paths, ci=ci)
     tables = main_tables(hc, ci, paper) + task_tables(tc, hc, ci) + ablation_tables(hc, ci, paper) + \
         cost_tables(cc)
 
