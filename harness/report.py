@@ -147,8 +147,8 @@ def _canon_params(v) -> str:
         return str(v)
 
 
-def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """What both report scripts start from: (prepared rows, headline cells, task cells, cost cells).
+def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, ...]:
+    """What both report scripts start from: (rows, prepared rows, headline cells, task cells, cost cells).
     Warnings of ``prepare`` (duplicate samples across run_ids) go to stderr."""
     import sys
     import warnings
@@ -159,7 +159,7 @@ def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, 
         prep = prepare(df)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    return prep, headline_cells(prep, ci=ci), task_cells(prep, ci=ci), cost_cells(prep)
+    return df, prep, headline_cells(prep, ci=ci), task_cells(prep, ci=ci), cost_cells(prep)
 
 
 def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:

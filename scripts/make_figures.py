@@ -245,7 +245,7 @@ def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path
 
 
 def build(paths: list[str], out: Path) -> list[Path]:
-    prep, hc, tc, cc = R.load_prepared(paths)
+    df, prep, hc, tc, cc = R.load_prepared(paths)
     out.mkdir(parents=True, exist_ok=True)
     styles = Styles(prep["variant"].unique())
     written: list[Path] = []

@@ -466,7 +466,7 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
 
 # ============================================================================================ main
 def build(paths: list[str], out: Path, ci: bool = False, paper: bool = False) -> list[Path]:
-    prep, hc, tc, cc = R.load_prepared(paths, ci=ci)
+    df, prep, hc, tc, cc = R.load_prepared(paths, ci=ci)
     tables = main_tables(hc, ci, paper) + task_tables(tc, hc, ci) + ablation_tables(hc, ci, paper) + \
         cost_tables(cc)
 
