@@ -185,7 +185,8 @@ class SweepRunner:
         kept = {c.run_id: self._select(c, scores, n) for c in cells}
         full_bytes = full_cache_bytes(cache, self.sliding)
         return self._decode_cells(
-            rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak, scores
+            rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak, scores,
+            n_question=q.shape[-1],
         )
 
     @staticmethod
@@ -206,7 +207,9 @@ class SweepRunner:
         n_kept = n_kept_for(n, r=cell.r, budget_tokens=cell.budget_tokens)
         return n_kept, cell.method.protected(n, n_kept)[1]
 
-    def _decode_cells(self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores):
+    def _decode_cells(
+        self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores, n_question=None
+    ):
         rows = []
         for batch in self._batches(cells):
             ctxs = [
@@ -224,12 +227,13 @@ class SweepRunner:
             peak = max(peak_memory(self.device), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):
                 rows.append(
-                    self.row(rec, cell, ctx, pred, ng, enc, q_ids, n, full_bytes, prefill_s, seconds, decode_s / len(batch), len(batch), peak)
+                    self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], n, full_bytes, prefill_s,
+                             seconds, decode_s / len(batch), len(batch), peak)
                 )
             del ctxs
         return rows
 
-    def row(self, rec, cell, ctx, pred, n_gen, enc, q_ids, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:
+    def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:
         score = float(self.score(rec, pred)) if self.score else float("nan")
         row = {
             **self.static,
@@ -251,7 +255,7 @@ class SweepRunner:
             "n_context_tokens_original": enc.n_context_original,
             "n_context_tokens": n,
             "truncated": bool(enc.truncated),
-            "n_question_tokens": int(q_ids.shape[-1]),
+            "n_question_tokens": int(n_question),  # query-aware: the question tokens, though all but one were prefilled
             "n_kept_mean": float(ctx.n_kept_mean),
             "kept_fraction": float(ctx.kept_fraction),
             "compressed_layers": json.dumps(sorted(self.layers)),

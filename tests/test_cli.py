@@ -160,7 +160,8 @@ def test_query_aware_and_budget_tokens(tmp_path):
     assert (rows["n_kept_mean"] == 64).all() and (rows["budget_tokens"] == 64).all()
     qa = rows[rows["query_aware"]].iloc[0]
     plain = rows[~rows["query_aware"]].iloc[0]
-    assert qa["n_context_tokens"] > plain["n_context_tokens"]  # the question was prefilled and compressed too
+    assert qa["n_context_tokens"] == plain["n_context_tokens"] + plain["n_question_tokens"] - 1  # question prefilled too
+    assert qa["n_question_tokens"] == plain["n_question_tokens"]
 
 
 @pytest.mark.parametrize("model", ["tiny-qwen3-random", "tiny-gemma3-random"])
