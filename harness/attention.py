@@ -153,7 +153,7 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
     q_len = query.shape[2]
     n_ctx = meta.positions.shape[-1]
     n_app = kv_len - n_ctx
-    appended = state.appended[:, :n_app]
+    appended = state.appended[:, :n_app].to(key.device)  # no-op unless the model is spread over devices
     key_pos = torch.cat([meta.positions, appended[:, None, :].expand(bsz, h_kv, n_app)], dim=-1)
     q_pos = appended[:, n_app - q_len :]  # the queries are the last appended tokens
     allowed = key_pos[:, :, None, :] <= q_pos[:, None, :, None]  # (B, H_kv, q, kv)

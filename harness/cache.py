@@ -88,8 +88,9 @@ def rerotate(keys: torch.Tensor, old: torch.Tensor, new: torch.Tensor, rotary_em
     except TypeError:  # hybrid models (Gemma 3) keep one RoPE per layer type; compressed layers are global
         cos, sin = rotary_emb(keys, position_ids=delta, layer_type="full_attention")
     scale = getattr(rotary_emb, "attention_scaling", 1.0) or 1.0
-    cos = (cos / scale).reshape(1, h, L, -1).to(keys.dtype)
-    sin = (sin / scale).reshape(1, h, L, -1).to(keys.dtype)
+    # the rotary module may sit on another device than this layer (a model spread over GPUs)
+    cos = (cos / scale).reshape(1, h, L, -1).to(device=keys.device, dtype=keys.dtype)
+    sin = (sin / scale).reshape(1, h, L, -1).to(device=keys.device, dtype=keys.dtype)
     return keys * cos + rotate_half(keys) * sin
 
 
@@ -140,10 +141,14 @@ def compress(
     return CompressedContext(layers, n_context, next_position, counts)
 
 
-def batch_cache(contexts: list[CompressedContext], eviction=None) -> tuple[DynamicCache, Masking, torch.Tensor]:
+def batch_cache(
+    contexts: list[CompressedContext], eviction=None, device: torch.device | str | None = None
+) -> tuple[DynamicCache, Masking, torch.Tensor]:
     """One DynamicCache holding several configurations' contexts as batch rows (padded with masks).
 
     Returns the cache, the masking state for ``harness.attention`` and the first question position per row.
+    Each layer's entries stay on that layer's device; the question positions (``starts``, the appended
+    positions) live on ``device``, where the decode's input ids are (default: layer 0's device).
     """
     cache = DynamicCache()
     cache.layers = []
@@ -178,7 +183,7 @@ def batch_cache(contexts: list[CompressedContext], eviction=None) -> tuple[Dynam
             sliding_window=entries[0].sliding_window,
             scores=scores,
         )
-    device = contexts[0].layers[0].keys.device
+    device = device if device is not None else contexts[0].layers[0].keys.device
     starts = torch.tensor([c.next_position for c in contexts], dtype=torch.long, device=device)
     state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device), eviction=eviction)
     return cache, state, starts

@@ -95,9 +95,33 @@ def context_window(spec: ModelSpec) -> int | None:
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` (the first GPU; with several, see ``spreads_over_gpus``) or ``cpu``."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def spreads_over_gpus(device: str) -> bool:
+    """``device=auto`` with more than one CUDA device: the layers are spread over all of them (accelerate
+    ``device_map="auto"``); an explicit ``cuda`` / ``cuda:N`` keeps the whole model on one GPU."""
+    return device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
+def spread_model(model, device_map: dict | str = "auto", main_device=None, **dispatch_kwargs):
+    """Dispatch a model loaded in memory over devices with accelerate (GGUF and random-weight models, which
+    load on the CPU first). ``device_map="auto"`` balances whole decoder layers over the visible GPUs; an
+    explicit map ``{module name: device}`` is used as given (tests pass one)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = sorted(getattr(model, "_no_split_modules", None) or [])
+    if device_map == "auto":
+        dtype = next(model.parameters()).dtype
+        memory = get_balanced_memory(model, no_split_module_classes=no_split, dtype=dtype)
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=dtype)
+    model.tie_weights()
+    skip = sorted(getattr(model, "_skip_keys_device_placement", None) or ["past_key_values"])
+    return dispatch_model(model, device_map=device_map, main_device=main_device, skip_keys=skip, **dispatch_kwargs)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
@@ -117,7 +141,8 @@ def load_tokenizer(name_or_path: str | ModelSpec):
         cached = _gguf_cache_path(spec)
         if (cached / "tokenizer_config.json").exists():
             return AutoTokenizer.from_pretrained(cached)
-        tok = AutoTokenizer.from_pretrained(_package_dir(spec), gguf_file=spec.gguf_file)
+        gguf = gguf_path(spec)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         cached.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(cached)
         return tok
@@ -126,25 +151,118 @@ def load_tokenizer(name_or_path: str | ModelSpec):
     return AutoTokenizer.from_pretrained(spec.path if spec.source == "path" else spec.hub_id)
 
 
+def _is_split(spec: ModelSpec) -> bool:
+    return bool(spec.extra.get("gguf_split"))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resource(ref: str) -> Path:
+    """``pkg/rel/path`` -> that file inside the installed package ``pkg``, located without importing it."""
+    top, _, rel = ref.partition("/")
+    found = importlib.util.find_spec(top)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package {top!r} (holding {rel}) is not installed")
+    return Path(list(found.submodule_search_locations)[0]) / rel
+
+
+def _assemble_split(spec: ModelSpec) -> Path:
+    """A GGUF shipped in chunks (``gguf_split: true``, ``gguf_sha256``): assembled once into the cache directory
+    (``<cache>/gguf/<sha256[:12]>/<gguf_file>``) and verified against the SHA-256 before it is used.
+
+    The chunks are the ``gguf_parts`` (``package/relative/path``, in order) when the config lists them, else the
+    package's own ``assemble(output_path)`` writes them. Either way the file is written under a temporary name,
+    checked, then renamed, so an interrupted or corrupt assembly never looks complete; a ``.sha256`` stamp
+    beside it (written only after the check) lets later calls skip re-hashing."""
+    expected = str(spec.extra.get("gguf_sha256") or "").lower()
+    if len(expected) != 64:
+        raise ValueError(f"model {spec.name!r}: a split GGUF needs its gguf_sha256 (64 hex digits)")
+    target = cache_dir() / "gguf" / expected[:12] / spec.gguf_file
+    stamp = target.with_name(target.name + ".sha256")
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == expected:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        parts = spec.extra.get("gguf_parts")
+        if parts:
+            paths = [_resource(str(ref)) for ref in parts]
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing:
+                hint = spec.install_hint or f"pip install {spec.package}"
+                raise FileNotFoundError(f"model {spec.name!r}: missing GGUF chunks {missing}; run `{hint}`")
+            with tmp.open("wb") as out:
+                for path in paths:
+                    with path.open("rb") as f:
+                        while block := f.read(1 << 20):
+                            out.write(block)
+        else:
+            _package_dir(spec)  # a clear install hint when the package is missing
+            package = importlib.import_module(spec.package)  # the assembler imports nothing heavy
+            package.assemble(output_path=tmp, overwrite=True)
+        got = _sha256_file(tmp)
+        if got != expected:
+            raise ValueError(f"model {spec.name!r}: assembled GGUF has SHA-256 {got}, expected {expected}")
+        os.replace(tmp, target)
+        stamp.write_text(expected + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """The GGUF file of a ``gguf_package`` model (a split one is assembled and verified on first use)."""
+    if _is_split(spec):
+        return _assemble_split(spec)
+    return _package_dir(spec) / spec.gguf_file
+
+
 def _gguf_cache_path(spec: ModelSpec) -> Path:
+    if _is_split(spec):  # keyed by the verified content, so a cache hit needs neither the chunks nor the GGUF
+        return cache_dir() / "models" / f"{spec.name}-{str(spec.extra['gguf_sha256']).lower()[:12]}"
     gguf = _package_dir(spec) / spec.gguf_file
     stat = gguf.stat()
     key = hashlib.sha1(f"{gguf}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     return cache_dir() / "models" / f"{spec.name}-{key}"
 
 
+def _save_weights(model, path: Path) -> None:
+    """Save the weights with each tied pair stored once under its *source* name (the input embedding).
+
+    ``safetensors.torch.save_model`` keeps ``lm_head.weight`` instead, so every later load first fills the
+    embedding with random numbers before tying it back (seconds for Gemma's 262k x 640 embedding)."""
+    from safetensors.torch import save_file, save_model
+
+    state = model.state_dict()
+    tied = getattr(model, "_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        for target, source in tied.items():
+            if target in state and source in state and state[target].data_ptr() == state[source].data_ptr():
+                del state[target]
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    except (RuntimeError, ValueError):  # other shared tensors: let safetensors choose the names
+        save_model(model, str(path))
+
+
 def _load_gguf(spec: ModelSpec, dtype: torch.dtype):
     """De-quantise once, then cache as safetensors: the first load takes ~15 s, later ones ~1 s."""
-    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM
 
     cached = _gguf_cache_path(spec)
     if (cached / "model.safetensors").exists() and (cached / "config.json").exists():
         return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(_package_dir(spec), gguf_file=spec.gguf_file, dtype=torch.float32)
+    gguf = gguf_path(spec)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     cached.mkdir(parents=True, exist_ok=True)
     tmp = cached / "model.safetensors.tmp"
-    save_model(model, str(tmp))
+    _save_weights(model, tmp)
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
     (cached / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -175,6 +293,7 @@ def load_model(
     from harness.attention import install
 
     spec = name_or_path if isinstance(name_or_path, ModelSpec) else model_spec(name_or_path)
+    spread = spreads_over_gpus(device)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if spec.source == "gguf_package":
@@ -183,9 +302,12 @@ def load_model(
         model = build_random_model(spec.arch, torch_dtype)
     else:
         ref = spec.path if spec.source == "path" else spec.hub_id
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, **({"device_map": "auto"} if spread else {}))
     tokenizer = load_tokenizer(spec)
-    if device != "cpu" and device != "auto":
+    if spread:
+        if not getattr(model, "hf_device_map", None):  # loaded in memory (GGUF, random): dispatch it now
+            model = spread_model(model)
+    elif device != "cpu" and device != "auto":
         model = model.to(device)
     model.eval()
     install(model, attn_impl)

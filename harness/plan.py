@@ -6,6 +6,8 @@ all fail here with one message that says what to do.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,7 @@ class Plan:
     task: Task
     task_params: dict
     cells: list[Cell]
+    shard: tuple[int, int] | None = None  # (i, n): this job runs the contexts with shard_of(context_id, n) == i
 
 
 def build_task(tcfg) -> tuple[str, Task, dict]:
@@ -137,6 +140,28 @@ def build_task(tcfg) -> tuple[str, Task, dict]:
         return name, make_task(suite, **tcfg), tcfg
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"task {name}: {str(exc).strip(chr(39) + chr(34))}") from exc
+
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(value) -> tuple[int, int] | None:
+    """``shard=i/n`` -> (i, n) with 0 <= i < n; None when unset."""
+    if value is None:
+        return None
+    m = _SHARD.match(str(value))
+    if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
+        raise UsageError(
+            f"shard must be i/n with 0 <= i < n (this job runs part i of n: shard=0/4, shard=1/4, ... shard=3/4; "
+            f"in a multirun: -m shard=0/4,1/4,2/4,3/4), got {value!r}"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(context_id: str, n: int) -> int:
+    """The shard (of n) a context belongs to: a stable hash of its id, so a context keeps its shard whatever
+    else the run holds (more samples, other sub-tasks) and the shards of a run partition its contexts."""
+    return int.from_bytes(hashlib.sha1(str(context_id).encode()).digest()[:8], "big") % n
 
 
 def models_that_fit(needed: int) -> list[str]:
@@ -151,6 +176,7 @@ def models_that_fit(needed: int) -> list[str]:
 
 def make_plan(cfg) -> Plan:
     cells = build_cells(cfg)
+    shard = parse_shard(cfg.get("shard"))
     try:
         spec = model_spec(cfg.model if OmegaConf.is_config(cfg.model) else str(cfg.model))
     except ValueError as exc:
@@ -167,4 +193,4 @@ def make_plan(cfg) -> Plan:
         )
     if cfg.get("decode_batch_size", 1) < 1:
         raise UsageError("decode_batch_size must be >= 1")
-    return Plan(spec, window, task_name, task, task_params, cells)
+    return Plan(spec, window, task_name, task, task_params, cells, shard)

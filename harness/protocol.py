@@ -89,6 +89,12 @@ def base_model(model):
     return getattr(model, "model", model)
 
 
+def _sync_all(model) -> None:
+    """Wait for every GPU holding part of the model (one, or several with ``device=auto`` on a multi-GPU host)."""
+    for device in {p.device for p in model.parameters() if p.device.type == "cuda"}:
+        attention._sync(device)
+
+
 @torch.no_grad()
 def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[DynamicCache, dict, dict, float]:
     """Full-attention prefill of ``ids`` recording each method's scores. Returns (cache, scores, seconds, prefill_s)."""
@@ -97,11 +103,11 @@ def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[Dynam
     device = next(model.parameters()).device
     ids = ids.to(device)
     positions = torch.arange(ids.shape[-1], device=device)[None]
-    attention._sync(device)
+    _sync_all(model)
     t0 = time.perf_counter()
-    with attention.scoring(methods, layers) as state:
+    with attention.scoring(methods, layers) as state:  # scores stay on each layer's device
         base_model(model)(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True)
-    attention._sync(device)
+    _sync_all(model)
     total = time.perf_counter() - t0
     return cache, state.scores, state.seconds, total - sum(state.seconds.values())
 
@@ -142,26 +148,29 @@ def decode(
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
     eviction: list[tuple[int, int] | None] | None = None,
+    eos: set[int] | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
     ``eviction[b] = (budget, recent)`` turns on H2O's decode-time eviction for row b (keep such rows in
-    batches of their own: they use an explicit softmax). Returns (predictions, generated token counts, seconds)."""
+    batches of their own: they use an explicit softmax). ``eos``: the token ids that end a row (None: the model's
+    and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for timing). Returns (predictions,
+    generated token counts, seconds)."""
     device = next(model.parameters()).device
     ev = None
     if eviction and any(e is not None for e in eviction):
         rows = [b for b, e in enumerate(eviction) if e is not None]
         ev = attention.Eviction(rows, {b: eviction[b][0] for b in rows}, {b: eviction[b][1] for b in rows})
-    cache, state, starts = batch_cache(contexts, ev)
+    cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
     bsz = len(contexts)
-    eos = eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer) if eos is None else set(eos)
     stops = [s for s in (stop_strings or []) if s]
     q = question_ids.to(device).expand(bsz, -1)
     positions = starts[:, None] + torch.arange(q.shape[-1], device=device)[None]
     generated: list[list[int]] = [[] for _ in range(bsz)]
     done = [False] * bsz
     texts = [""] * bsz
-    attention._sync(device)
+    _sync_all(model)
     t0 = time.perf_counter()
     with attention.masking(state):
         inputs = q
@@ -185,7 +194,7 @@ def decode(
                 break
             inputs = nxt[:, None]
             positions = positions[:, -1:] + 1
-    attention._sync(device)
+    _sync_all(model)
     seconds = time.perf_counter() - t0
     preds = []
     for b in range(bsz):

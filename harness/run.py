@@ -44,7 +44,7 @@ def run(cfg) -> pd.DataFrame:
     done = done_keys(out_dir)
 
     t0 = time.time()
-    model, tokenizer = load_model(plan.model, dtype=dtype, device=device, attn_impl=cfg.attn_impl)
+    model, tokenizer = load_model(plan.model, dtype=dtype, device=cfg.device, attn_impl=cfg.attn_impl)  # auto: all GPUs
     print(f"[kvbench] model {plan.model.name} loaded in {time.time() - t0:.1f}s on {device} ({dtype})", file=sys.stderr)
     data = plan.task.load(tokenizer, cfg.n_samples, int(cfg.seed))
     for sub, reason in sorted(data.skipped.items()):

@@ -1,0 +1,378 @@
+"""Per-method costs: prefill, scoring (and its fraction of prefill), decode ms/token at each r, kv bytes, peak memory.
+
+    python scripts/bench_methods.py model=smollm2-135m lengths=[1024,2048] \
+        methods=[full,streamingllm,h2o,snapkv,keydiff,nestedkv] r=[0.5,0.75,0.9] decode_tokens=16 repeats=1
+
+    # on a GPU machine (random weights, no hub access needed):
+    python scripts/bench_methods.py model=qwen3-4b-random lengths=[4096,8192,16384,32768] decode_tokens=32
+    python scripts/bench_methods.py model=llama3.2-1b-random lengths=[4096,8192,16384,32768] decode_tokens=32
+
+Keys (``key=value``; lists as ``[a,b]`` or ``a,b``): ``model`` (a conf/model name, directory or hub id),
+``lengths``, ``methods`` (conf/method names), ``r``, ``decode_tokens``, ``repeats`` (timed repetitions of every
+prefill and decode; medians are reported, every value is kept in ``*_all``), ``context`` (``random``: uniform
+random token ids, seeded; ``noise``: RULER's noise sentence repeated), ``seed``, ``device``, ``dtype``,
+``attn_impl``, ``threads`` (torch CPU threads; default torch's), ``warmup`` (true: one untimed short prefill and
+decode per method first), ``out`` (folder, default ``results/perf``; ``none``: print only).
+
+For each (method, length): a context of exactly ``length`` token ids is prefilled with full attention, scoring
+*that method only* (so ``scoring_s`` is its own; ``prefill_s`` excludes it, as the harness reports it, and
+``scoring_fraction = scoring_s / prefill_s``). Then for each r the cache is compressed (``compress_s``: the
+gather) and ``decode_tokens`` tokens are decoded greedily, batch of one, with EOS disabled so that every
+configuration decodes exactly the same number of steps; the question part is a single token, so every step is
+a one-token forward over the compressed cache (``decode_ms_per_token = decode_s / decode_tokens``). ``full``
+has one row (r = 0). One JSON line per (model, method, length, r) is printed and upserted into
+``<out>/<model>-<device>.jsonl`` (rows with the same model, method, length, r, dtype, attn_impl, context and
+decode_tokens are replaced; the file is rewritten atomically).
+
+Peak memory, per phase (prefill incl. scoring; compress + decode): on CUDA the allocator peak
+(``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` and a synchronise) and its delta over
+the bytes allocated before the phase. On CPU the process's resident-set high-water mark (``VmHWM``), reset
+through ``/proc/self/clear_refs`` before each phase, and its delta over the resident size before the phase;
+where the reset is not possible, ``ru_maxrss`` (monotonic over the process). ``peak_mem_note`` says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from harness import attention  # noqa: E402
+from harness.cache import compress, full_cache_bytes  # noqa: E402
+from harness.models import load_model  # noqa: E402
+from harness.plan import build_method, load_method_config  # noqa: E402
+from harness.protocol import compressed_layers, decode, prefill, select_positions  # noqa: E402
+from harness.sweep import device_name, git_commit, versions  # noqa: E402
+from methods.budget import n_kept_for  # noqa: E402
+
+DEFAULTS: dict = {
+    "model": "smollm2-135m",
+    "lengths": [1024, 2048],
+    "methods": ["full", "streamingllm", "h2o", "snapkv", "keydiff", "nestedkv"],
+    "r": [0.5, 0.75, 0.9],
+    "decode_tokens": 32,
+    "repeats": 1,
+    "context": "random",
+    "seed": 0,
+    "device": "auto",
+    "dtype": "auto",
+    "attn_impl": "sdpa",
+    "threads": None,
+    "warmup": True,
+    "out": "results/perf",
+}
+LIST_KEYS = {"lengths": int, "methods": str, "r": float}
+INT_KEYS = {"decode_tokens", "repeats", "seed", "threads"}
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."  # RULER niah.py
+
+
+# ------------------------------------------------------------------------------------------- arguments
+def _as_list(value: str, cast) -> list:
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return [cast(v.strip().strip("'\"")) for v in value.split(",") if v.strip()]
+
+
+def _as_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_args(argv: list[str]) -> dict:
+    """``key=value`` arguments over ``DEFAULTS``; unknown keys and bad values fail with the valid choices."""
+    args = dict(DEFAULTS)
+    for a in argv:
+        if "=" not in a:
+            raise SystemExit(f"bench_methods: expected key=value, got {a!r}; keys: {', '.join(DEFAULTS)}")
+        key, value = a.split("=", 1)
+        key = key.strip().lstrip("-").replace("-", "_")
+        if key not in DEFAULTS:
+            raise SystemExit(f"bench_methods: unknown key {key!r}; keys: {', '.join(DEFAULTS)}")
+        if key in LIST_KEYS:
+            args[key] = _as_list(value, LIST_KEYS[key])
+        elif key in INT_KEYS:
+            args[key] = None if value.lower() in ("none", "null", "") else int(value)
+        elif key == "warmup":
+            args[key] = _as_bool(value)
+        else:
+            args[key] = value
+    for r in args["r"]:
+        if not 0.0 <= r < 1.0:
+            raise SystemExit(f"bench_methods: r={r} is outside [0, 1) (the fraction of context KV pairs removed)")
+    if args["decode_tokens"] < 1 or args["repeats"] < 1 or any(n < 2 for n in args["lengths"]):
+        raise SystemExit("bench_methods: decode_tokens and repeats must be >= 1 and lengths >= 2")
+    if args["context"] not in ("random", "noise"):
+        raise SystemExit(f"bench_methods: context must be random or noise, got {args['context']!r}")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def context_ids(tokenizer, vocab_size: int, n: int, kind: str, seed: int) -> torch.Tensor:
+    """(1, n) token ids: uniform random ids (seeded; ids below 256 are skipped so special tokens stay out), or
+    RULER's noise sentence tokenised and repeated, cut to exactly n."""
+    if kind == "noise":
+        unit = tokenizer(" " + NOISE, add_special_tokens=False).input_ids
+        reps = -(-n // len(unit))
+        return torch.tensor((unit * reps)[:n], dtype=torch.long)[None]
+    g = torch.Generator().manual_seed(seed + n)
+    return torch.randint(256, vocab_size, (1, n), generator=g)
+
+
+def usable_vocab(model, tokenizer) -> int:
+    """Ids valid for both the model's embedding and the tokenizer (random models use SmolLM2's tokenizer)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return min(int(cfg.vocab_size), len(tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # VmHWM := current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of one phase: ``start()`` ... ``stop() -> (peak_bytes, delta_bytes)``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.method = "cuda max_memory_allocated" if device.type == "cuda" else None
+        self.before = 0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = int(torch.cuda.memory_allocated(self.device))
+            return
+        if _reset_hwm() and _status_bytes("VmHWM") is not None:
+            self.method = "VmHWM after clear_refs"
+            self.before = _status_bytes("VmRSS") or 0
+        else:
+            self.method = "ru_maxrss (monotonic)"
+            self.before = _status_bytes("VmRSS") or 0
+
+    def stop(self) -> tuple[int, int]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = int(torch.cuda.max_memory_allocated(self.device))
+        elif self.method == "VmHWM after clear_refs":
+            peak = _status_bytes("VmHWM") or 0
+        else:
+            import resource
+
+            peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return peak, max(0, peak - self.before)
+
+    def note(self) -> str:
+        if self.device.type == "cuda":
+            return ("CUDA allocator peak per phase (reset_peak_memory_stats + synchronize); *_delta_bytes = peak minus "
+                    "memory_allocated before the phase (weights excluded); the caching allocator's reserve is not "
+                    "counted")
+        if self.method == "VmHWM after clear_refs":
+            return ("CPU: process resident-set high-water mark (VmHWM) reset via /proc/self/clear_refs before each "
+                    "phase: peak_mem_*_bytes include weights, Python and allocator caches; *_delta_bytes = peak minus "
+                    "RSS before the phase. glibc keeps freed heap pages resident, so an allocation that reuses them "
+                    "is not counted in the delta (a lower bound); the prefill phase's delta includes the new cache")
+        return ("CPU: ru_maxrss, the process-lifetime resident high-water mark (monotonic: a phase's value can be an "
+                "earlier phase's peak); *_delta_bytes = that minus RSS before the phase")
+
+
+# --------------------------------------------------------------------------------------------- running
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def _eviction(method, n: int, r: float) -> list | None:
+    if not getattr(method, "decode_eviction", False):
+        return None
+    n_kept = n_kept_for(n, r=r, budget_tokens=None)
+    return [(n_kept, method.protected(n, n_kept)[1])]
+
+
+def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, args, mem, static) -> list[dict]:
+    device = next(model.parameters()).device
+    layers, sliding = compressed_layers(model)
+    rotary = getattr(getattr(model, "model", model), "rotary_emb", None)
+    n = ids.shape[-1]
+    prefill_all, scoring_all = [], []
+    cache = scores = None
+    pre_peak = pre_delta = 0
+    for _ in range(args["repeats"]):
+        del cache, scores
+        cache = scores = None
+        mem.start()
+        cache, scores, seconds, prefill_s = prefill(model, ids, {label: method})
+        pk, dl = mem.stop()
+        pre_peak, pre_delta = max(pre_peak, pk), max(pre_delta, dl)
+        prefill_all.append(prefill_s)
+        scoring_all.append(seconds[label])
+    full_bytes = full_cache_bytes(cache, sliding)
+    prefill_s, scoring_s = _median(prefill_all), _median(scoring_all)
+    rows = []
+    for r in (rs if method.compresses else [0.0]):
+        kept = select_positions(scores[label], method, n, r, None, policy, safeguard)
+        dec_peak = dec_delta = 0
+        compress_all, decode_all, n_gen = [], [], []
+        for _ in range(args["repeats"]):
+            mem.start()
+            attention._sync(device)
+            t0 = time.perf_counter()
+            ctx = compress(cache, kept, n, sliding, method.rerotate, rotary,
+                           scores[label] if getattr(method, "decode_eviction", False) else None)
+            attention._sync(device)
+            compress_all.append(time.perf_counter() - t0)
+            _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None, _eviction(method, n, r),
+                                     eos=set())
+            pk, dl = mem.stop()
+            dec_peak, dec_delta = max(dec_peak, pk), max(dec_delta, dl)
+            decode_all.append(decode_s)
+            n_gen.append(ng[0])
+        if any(g != args["decode_tokens"] for g in n_gen):
+            raise RuntimeError(f"{label} r={r}: decoded {n_gen} tokens, expected {args['decode_tokens']}")
+        decode_s = _median(decode_all)
+        rows.append({
+            **static,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": label,
+            "method_class": method.name,
+            "method_params": json.dumps(method.params(), sort_keys=True, default=str),
+            "budget_policy": policy if method.compresses else "uniform",
+            "r": float(r),
+            "n_context_tokens": int(n),
+            "n_question_tokens": int(q_ids.shape[-1]),
+            "decode_tokens": int(args["decode_tokens"]),
+            "n_generated_tokens": int(n_gen[0]),
+            "prefill_s": round(prefill_s, 5),
+            "scoring_s": round(scoring_s, 5),
+            "scoring_fraction": round(scoring_s / prefill_s, 5) if prefill_s > 0 else None,
+            "prefill_tokens_per_s": round(n / prefill_s, 1) if prefill_s > 0 else None,
+            "compress_s": round(_median(compress_all), 5),
+            "decode_s": round(decode_s, 5),
+            "decode_ms_per_token": round(1000.0 * decode_s / args["decode_tokens"], 3),
+            "n_kept_mean": float(ctx.n_kept_mean),
+            "kept_fraction": round(float(ctx.kept_fraction), 5),
+            "kv_bytes_full": int(full_bytes),
+            "kv_bytes_kept": int(ctx.kv_bytes),
+            "kv_bytes_ratio": round(ctx.kv_bytes / full_bytes, 5) if full_bytes else None,
+            "peak_mem_prefill_bytes": int(pre_peak),
+            "peak_mem_prefill_delta_bytes": int(pre_delta),
+            "peak_mem_decode_bytes": int(dec_peak),
+            "peak_mem_decode_delta_bytes": int(dec_delta),
+            "peak_mem_bytes": int(max(pre_peak, dec_peak)),
+            "peak_mem_method": mem.method,
+            "peak_mem_note": mem.note(),
+            "prefill_s_all": [round(x, 5) for x in prefill_all],
+            "scoring_s_all": [round(x, 5) for x in scoring_all],
+            "decode_s_all": [round(x, 5) for x in decode_all],
+        })
+        del ctx
+    del cache, scores
+    return rows
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-_" else "-" for c in text.lower()).strip("-") or "device"
+
+
+ROW_KEY = ("model", "method", "n_context_tokens", "r", "dtype", "attn_impl", "context", "decode_tokens")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Upsert ``rows`` into the jsonl at ``path`` (same ROW_KEY replaced), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = lambda r: tuple(json.dumps(r.get(k)) for k in ROW_KEY)  # noqa: E731
+    new = {key(r) for r in rows}
+    old = []
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            old = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in old if key(r) not in new] + rows
+    kept.sort(key=lambda r: (r.get("method", ""), r.get("n_context_tokens", 0), r.get("r", 0.0)))
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> list[dict]:
+    args = parse_args(argv)
+    if args["threads"]:
+        torch.set_num_threads(int(args["threads"]))
+    torch.manual_seed(args["seed"])
+    model, tok = load_model(args["model"], dtype=args["dtype"], device=args["device"], attn_impl=args["attn_impl"])
+    device = next(model.parameters()).device
+    spec = model.kvbench_spec
+    vocab = usable_vocab(model, tok)
+    methods = []
+    for name in args["methods"]:
+        label, method, policy, safeguard = build_method(load_method_config(name))
+        methods.append((label, method, policy, safeguard))
+    static = {
+        "model": spec.name,
+        "model_source": spec.hub_id or spec.path or spec.package or spec.source,
+        "device": device_name(device),
+        "device_type": device.type,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "attn_impl": getattr(model, "kvbench_attn_impl", args["attn_impl"]),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "context": args["context"],
+        "repeats": int(args["repeats"]),
+        "git_commit": git_commit(),
+        **versions(),
+    }
+    mem = PeakMemory(device)
+    q_ids = context_ids(tok, vocab, 1, "random", args["seed"] + 7)  # one-token question: every step is 1 token
+    if args["warmup"]:  # untimed: kernels, lazily loaded libraries, allocator pools
+        w = context_ids(tok, vocab, min(256, min(args["lengths"])), args["context"], args["seed"])
+        for label, method, policy, safeguard in methods:
+            bench_method(model, tok, label, method, policy, safeguard, w, q_ids, args["r"][:1],
+                         {**args, "repeats": 1, "decode_tokens": 2}, PeakMemory(device), static)
+    out = None if str(args["out"]).lower() in ("none", "null", "") else Path(args["out"])
+    if out is not None and not out.is_absolute():
+        out = ROOT / out
+    path = out / f"{_slug(spec.name)}-{_slug(static['device'])}.jsonl" if out else None
+    all_rows = []
+    for n in args["lengths"]:
+        ids = context_ids(tok, vocab, n, args["context"], args["seed"])
+        for label, method, policy, safeguard in methods:
+            rows = bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, args["r"], args, mem, static)
+            for row in rows:
+                print(json.dumps(row), flush=True)
+            all_rows += rows
+            if path is not None:
+                write_rows(path, rows)  # after each method: an interrupted run keeps what it measured
+    return all_rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
