@@ -306,6 +306,19 @@ def column_rs(hc: pd.DataFrame) -> list[float]:
     return sorted(hc.loc[hc["variant"] != R.FULL, "r"].unique()) or [0.0]
 
 
+def variant_cells(g: pd.DataFrame, v: str, rs: list, model: str, suite: str, bucket, paper: bool):
+    """One method row of headline cells, one per ratio (the full cache repeats its single cell), and whether
+    a paper number was shown in it."""
+    gv = g[g["variant"] == v]
+    cells, used = [], False
+    for r in rs:
+        sel = gv if v == R.FULL else gv[gv["r"] == r]
+        pv = paper_value(model, suite, bucket, v, None if v == R.FULL else r) if paper else None
+        used |= pv is not None
+        cells.append(headline_cell(sel.iloc[0] if len(sel) else None, pv, rankable=v != R.FULL))
+    return cells, used
+
+
 def main_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
     tables = []
     for (model, suite, bucket), g in hc.groupby(R.TABLE_KEY, sort=True):
@@ -318,13 +331,8 @@ def main_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
                   label_cols=["method"], columns=[rcol(r) for r in rs])
         paper_used = False
         for v in R.order_variants(g["variant"]):
-            gv = g[g["variant"] == v]
-            cells = []
-            for r in rs:
-                sel = gv if v == R.FULL else gv[gv["r"] == r]
-                pv = paper_value(model, suite, bucket, v, None if v == R.FULL else r) if paper else None
-                paper_used |= pv is not None
-                cells.append(headline_cell(sel.iloc[0] if len(sel) else None, pv, rankable=v != R.FULL))
+            cells, used = variant_cells(g, v, rs, model, suite, bucket, paper)
+            paper_used |= used
             t.rows.append(((v,), cells))
         t.notes = [headline_note(suite, bool(g["official"].all()))] + common_notes(
             g, ci, paper_used, R.FULL in set(g["variant"]))
@@ -410,13 +418,8 @@ def ablation_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
             t.rows.append(f"{SUITE_TITLE.get(suite, suite)}"
                           + ("" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}"))
             for v in ([R.FULL] if R.FULL in set(g["variant"]) else []) + names:
-                gv = g[g["variant"] == v]
-                cells = []
-                for r in rs:
-                    sel = gv if v == R.FULL else gv[gv["r"] == r]
-                    pv = paper_value(model, suite, bucket, v, None if v == R.FULL else r) if paper else None
-                    paper_used |= pv is not None
-                    cells.append(headline_cell(sel.iloc[0] if len(sel) else None, pv, rankable=v != R.FULL))
+                cells, used = variant_cells(g, v, rs, model, suite, bucket, paper)
+                paper_used |= used
                 t.rows.append(((v, "full cache" if v == R.FULL else desc[v]), cells))
             sub.append(g[g["variant"].isin(names + [R.FULL])])
         s = pd.concat(sub)
