@@ -187,3 +187,28 @@ def batch_cache(
     starts = torch.tensor([c.next_position for c in contexts], dtype=torch.long, device=device)
     state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device), eviction=eviction)
     return cache, state, starts
+
+
+def keep_rows(cache: DynamicCache, state: Masking, rows: list[int]) -> None:
+    """Drop finished rows from a batched decode, in place: keep batch ``rows`` (in that order) of every layer's
+    cached keys and values and of the masking state. Not for batches with H2O's online eviction (its state
+    is indexed by the original rows)."""
+    if state.eviction is not None:
+        raise ValueError("rows of a batch with decode-time eviction cannot be dropped")
+    index: dict[torch.device, torch.Tensor] = {}
+
+    def on(device: torch.device) -> torch.Tensor:
+        if device not in index:
+            index[device] = torch.tensor(rows, dtype=torch.long, device=device)
+        return index[device]
+
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, on(layer.keys.device))
+        layer.values = layer.values.index_select(0, on(layer.values.device))
+    for meta in state.layers.values():
+        meta.positions = meta.positions.index_select(0, on(meta.positions.device))
+        if meta.valid is not None:
+            meta.valid = meta.valid.index_select(0, on(meta.valid.device))
+        if meta.scores is not None:
+            meta.scores = meta.scores.index_select(0, on(meta.scores.device))
+    state.appended = state.appended.index_select(0, on(state.appended.device))

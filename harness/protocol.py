@@ -18,7 +18,7 @@ import torch
 from transformers import DynamicCache
 
 from harness import attention
-from harness.cache import CompressedContext, batch_cache
+from harness.cache import CompressedContext, batch_cache, keep_rows
 from harness.records import Record
 from methods.base import Method
 from methods.budget import n_kept_for, select
@@ -172,6 +172,7 @@ def decode(
     texts = [""] * bsz
     _sync_all(model)
     t0 = time.perf_counter()
+    alive = list(range(bsz))  # the original row of each batch row still decoding
     with attention.masking(state):
         inputs = q
         for _ in range(max_new_tokens):
@@ -179,7 +180,8 @@ def decode(
             out = model(input_ids=inputs, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
             state.evict()
             nxt = out.logits[:, -1].argmax(dim=-1)
-            for b, tok in enumerate(nxt.tolist()):
+            for j, tok in enumerate(nxt.tolist()):
+                b = alive[j]
                 if done[b]:
                     continue
                 if tok in eos:
@@ -194,6 +196,12 @@ def decode(
                 break
             inputs = nxt[:, None]
             positions = positions[:, -1:] + 1
+            keep = [j for j, b in enumerate(alive) if not done[b]]
+            if len(keep) < len(alive) and ev is None:  # finished rows leave the batch (no compute on them)
+                keep_rows(cache, state, keep)
+                rows = torch.tensor(keep, dtype=torch.long, device=device)
+                inputs, positions = inputs.index_select(0, rows), positions.index_select(0, rows)
+                alive = [alive[j] for j in keep]
     _sync_all(model)
     seconds = time.perf_counter() - t0
     preds = []

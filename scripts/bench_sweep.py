@@ -4,7 +4,8 @@
         methods=[full,streamingllm,h2o,snapkv,keydiff,nestedkv] r=[0.25,0.5,0.75,0.9]
 
 Prints one JSON line: {"model", "task", "contexts", "configs", "shared_s", "independent_s", "speedup",
-"identical_predictions", ...}. Both arms run the same engine code; the independent arm prefills once per
+"identical_predictions", ...} and appends it to ``results/perf/bench_sweep.jsonl`` (``out=PATH`` to change,
+``out=`` to skip). Both arms run the same engine code; the independent arm prefills once per
 (configuration, context) with only that configuration's method scored and decodes alone (batch of one).
 """
 
@@ -15,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.models import load_model  # noqa: E402
@@ -23,12 +26,22 @@ from harness.run import compose, run_context  # noqa: E402
 from harness.sweep import SweepRunner, group_by_context  # noqa: E402
 
 
+def progress(arm: str, done: int, total: int, t0: float) -> None:
+    """One stderr line per step of an arm: steps done, elapsed and estimated time left."""
+    spent = time.perf_counter() - t0
+    left = spent / done * (total - done)
+    print(f"[bench_sweep] {arm}: {done}/{total} done, {spent:.0f} s spent, ~{left:.0f} s left", file=sys.stderr)
+
+
 def main(argv: list[str]) -> dict:
     n_contexts = 8
+    out = str(Path(__file__).resolve().parent.parent / "results" / "perf" / "bench_sweep.jsonl")
     overrides = []
     for a in argv:
         if a.startswith("n_contexts="):
             n_contexts = int(a.split("=", 1)[1])
+        elif a.startswith("out="):
+            out = a.split("=", 1)[1]
         else:
             overrides.append(a)
     defaults = ["model=smollm2-135m", "task=ruler_2k", "methods=[full,streamingllm,h2o,snapkv,keydiff,nestedkv]",
@@ -55,15 +68,19 @@ def main(argv: list[str]) -> dict:
 
     shared = SweepRunner(model, tok, cells, {}, decode_batch_size=max(1, int(cfg.decode_batch_size)), **kw)
     t0 = time.perf_counter()
-    shared_rows = [row for g in chosen for row in shared.run_group(g, set())]
+    shared_rows = []
+    for i, g in enumerate(chosen):
+        shared_rows += shared.run_group(g, set())
+        progress("shared", i + 1, len(chosen), t0)
     shared_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     indep_rows = []
-    for cell in cells:
+    for i, cell in enumerate(cells):
         alone = SweepRunner(model, tok, [cell], {}, decode_batch_size=1, **kw)
         for g in chosen:
             indep_rows += alone.run_group(g, set())
+        progress("independent", i + 1, len(cells), t0)
     independent_s = time.perf_counter() - t0
 
     key = lambda r: (r["run_id"], r["sample_id"])  # noqa: E731
@@ -83,8 +100,14 @@ def main(argv: list[str]) -> dict:
         "n_different": len(diff),
         "decode_batch_size": int(cfg.decode_batch_size),
         "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(json.dumps(result))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(result) + "\n")
     return result
 
 

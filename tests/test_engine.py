@@ -66,6 +66,41 @@ def test_batched_decode_equals_sequential(tiny_arch, monkeypatch):
     single = [decode(model, _Tok(), [c], q, 8)[0][0] for c in ctxs]
     assert batched == single
 
+    # rows that end early leave the batch; the rows still decoding must not notice
+    seqs = [[int(t) for t in s.split()] for s in single]
+    eos = {seqs[1][2], seqs[3][5]}  # row 1 ends by step 3, row 3 by step 6
+    expected = []
+    for s in seqs:
+        cut = next((i for i, t in enumerate(s) if t in eos), len(s))
+        expected.append((" ".join(map(str, s[:cut])), cut))
+    lengths = sorted({n for _, n in expected})
+    assert len(lengths) >= 2 and lengths[0] < 8  # the batch really shrinks
+    batched, n_gen, _ = decode(model, _Tok(), ctxs, q, 8, eos=eos)
+    assert list(zip(batched, n_gen)) == expected
+    assert [decode(model, _Tok(), [c], q, 8, eos=eos)[0][0] for c in ctxs] == batched
+
+
+def test_dropping_finished_rows_keeps_the_others(tiny_arch):
+    from harness.cache import batch_cache, keep_rows
+
+    model = tiny_model(tiny_arch)
+    ctx = torch.randint(3, 1000, (1, 60), generator=torch.Generator().manual_seed(4))
+    kd = make_method("keydiff")
+    cache, scores, _, _ = prefill(model, ctx, {"kd": kd})
+    _, sliding = compressed_layers(model)
+    ctxs = [compress(cache, select_positions(scores["kd"], kd, 60, r, None, "adaptive", 0.2), 60, sliding)
+            for r in (0.25, 0.5, 0.75)]
+    batch, state, _ = batch_cache(ctxs)
+    alone, alone_state, _ = batch_cache([ctxs[2], ctxs[0]])
+    keep_rows(batch, state, [2, 0])
+    for a, b in zip(batch.layers, alone.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    for idx, meta in state.layers.items():
+        assert torch.equal(meta.positions, alone_state.layers[idx].positions)
+        va, vb = meta.valid, alone_state.layers[idx].valid
+        assert (va is None) == (vb is None) and (va is None or torch.equal(va, vb))
+    assert state.appended.shape == (2, 0)
+
 
 def test_uniform_cache_shrinks_physically():
     model = tiny_model("llama")
