@@ -193,12 +193,21 @@ class SweepRunner:
     def _select(cell: Cell, scores: dict, n: int) -> dict:
         return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy, cell.safeguard)
 
-    def _batches(self, cells: list[Cell]) -> list[list[Cell]]:
-        """Decode batches; configurations that evict while decoding (H2O online) batch only among themselves."""
+    def _batches(self, cells: list[Cell], n: int) -> list[list[Cell]]:
+        """Decode batches; configurations that evict while decoding (H2O online) batch only among themselves.
+        Largest budgets first, so that a batch's rows have similar cache lengths (every row attends over the
+        batch's longest cache, padding masked): r = 0.9 rows do not pay for a full cache's length."""
         out = []
         for part in ([c for c in cells if not c.method.decode_eviction], [c for c in cells if c.method.decode_eviction]):
+            part = sorted(part, key=lambda c: -self._n_kept(c, n))  # stable: ties keep the configured order
             out += [part[i : i + self.decode_batch_size] for i in range(0, len(part), self.decode_batch_size)]
         return out
+
+    @staticmethod
+    def _n_kept(cell: Cell, n: int) -> int:
+        if not cell.method.compresses:
+            return n
+        return n_kept_for(n, r=cell.r, budget_tokens=cell.budget_tokens)
 
     @staticmethod
     def _eviction(cell: Cell, n: int) -> tuple[int, int] | None:
@@ -211,7 +220,7 @@ class SweepRunner:
         self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores, n_question=None
     ):
         rows = []
-        for batch in self._batches(cells):
+        for batch in self._batches(cells, n):
             ctxs = [
                 compress(
                     cache, kept[c.run_id], n, self.sliding, c.method.rerotate, self.rotary,
