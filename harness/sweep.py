@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import subprocess
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ import torch
 
 from harness import attention
 from harness.cache import compress, full_cache_bytes
+from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import compressed_layers, decode, encode_context, encode_question, prefill, select_positions
 from harness.records import Record
 from methods.base import Method
@@ -90,18 +90,6 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
-def peak_memory(device: torch.device) -> int:
-    """Peak bytes since the last reset: CUDA allocator peak, or the process's RSS high-water mark on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def group_by_context(records: list[Record]) -> "OrderedDict[str, list[Record]]":
     groups: OrderedDict[str, list[Record]] = OrderedDict()
     for rec in records:
@@ -122,6 +110,7 @@ class SweepRunner:
 
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
+        self.devices = model_devices(self.model)  # every GPU of a model spread with device=auto
         self.layers, self.sliding = compressed_layers(self.model)
         self.rotary = getattr(getattr(self.model, "model", self.model), "rotary_emb", None)
 
@@ -154,9 +143,9 @@ class SweepRunner:
         return {c.score_key: c.method for c in cells}
 
     def _prefill(self, ids: torch.Tensor, cells: list[Cell]):
-        reset_peak(self.device)
+        reset_peak(self.devices)
         cache, scores, seconds, prefill_s = prefill(self.model, ids, self._methods(cells))
-        prefill_peak = peak_memory(self.device)
+        prefill_peak = peak_bytes(self.devices)
         return cache, scores, seconds, prefill_s, prefill_peak
 
     def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
@@ -228,12 +217,12 @@ class SweepRunner:
                 )
                 for c in batch
             ]
-            reset_peak(self.device)
+            reset_peak(self.devices)
             preds, n_gen, decode_s = decode(
                 self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
                 [self._eviction(c, n) for c in batch],
             )
-            peak = max(peak_memory(self.device), prefill_peak)
+            peak = max(peak_bytes(self.devices), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):
                 rows.append(
                     self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], n, full_bytes, prefill_s,

@@ -24,27 +24,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _status_kib(field: str) -> int | None:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def child(args: argparse.Namespace) -> dict:
     sys.path.insert(0, ROOT)
     import torch
 
+    from harness import memory
     from methods.attention import column_sums
 
     torch.set_num_threads(args.threads)
@@ -56,18 +40,15 @@ def child(args: argparse.Namespace) -> dict:
     q = torch.randn(h_q, n, d)
     k = torch.randn(h_kv, n, d)
 
-    hwm_reset = _reset_hwm()
-    rss_before = _status_kib("VmRSS") * 1024
+    method = memory.reset_peak(["cpu"])
+    rss_before = memory.current_bytes(["cpu"])
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     out = column_sums(q, k, scaling, args.block_size)
     seconds = time.perf_counter() - t0
-    if hwm_reset:
-        peak = _status_kib("VmHWM") * 1024
-        method = "VmHWM after clear_refs"
-    else:  # the process-lifetime high-water mark: valid as long as nothing earlier peaked higher
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        method = "ru_maxrss" + (" (earlier peak may mask)" if maxrss_before > rss_before else "")
+    peak = memory.peak_bytes(["cpu"])
+    if method == memory.MAXRSS_METHOD and maxrss_before > rss_before:
+        method += ": an earlier peak may mask this one"
     assert torch.isfinite(out).all()
     # the column sums of a causal softmax add up to n (every row sums to 1)
     assert abs(out.double().sum().item() / (h_q * n) - 1.0) < 1e-3

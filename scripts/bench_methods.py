@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from harness import attention  # noqa: E402
+from harness import attention, memory  # noqa: E402
 from harness.cache import compress, full_cache_bytes  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from harness.plan import build_method, load_method_config  # noqa: E402
@@ -139,65 +139,28 @@ def usable_vocab(model, tokenizer) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def _status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # VmHWM := current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 class PeakMemory:
-    """Peak memory of one phase: ``start()`` ... ``stop() -> (peak_bytes, delta_bytes)``."""
+    """Peak memory of one phase: ``start()`` ... ``stop() -> (peak_bytes, delta_bytes)`` (``harness.memory``)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.method = "cuda max_memory_allocated" if device.type == "cuda" else None
+    def __init__(self, devices):
+        self.devices = list(devices)
+        self.method = memory.CUDA_METHOD if any(torch.device(d).type == "cuda" for d in self.devices) else None
         self.before = 0
 
     def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before = int(torch.cuda.memory_allocated(self.device))
-            return
-        if _reset_hwm() and _status_bytes("VmHWM") is not None:
-            self.method = "VmHWM after clear_refs"
-            self.before = _status_bytes("VmRSS") or 0
-        else:
-            self.method = "ru_maxrss (monotonic)"
-            self.before = _status_bytes("VmRSS") or 0
+        self.method = memory.reset_peak(self.devices)
+        self.before = memory.current_bytes(self.devices)
 
     def stop(self) -> tuple[int, int]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = int(torch.cuda.max_memory_allocated(self.device))
-        elif self.method == "VmHWM after clear_refs":
-            peak = _status_bytes("VmHWM") or 0
-        else:
-            import resource
-
-            peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        peak = memory.peak_bytes(self.devices)
         return peak, max(0, peak - self.before)
 
     def note(self) -> str:
-        if self.device.type == "cuda":
+        if self.method == memory.CUDA_METHOD:
             return ("CUDA allocator peak per phase (reset_peak_memory_stats + synchronize); *_delta_bytes = peak minus "
                     "memory_allocated before the phase (weights excluded); the caching allocator's reserve is not "
                     "counted")
-        if self.method == "VmHWM after clear_refs":
+        if self.method == memory.HWM_METHOD:
             return ("CPU: process resident-set high-water mark (VmHWM) reset via /proc/self/clear_refs before each "
                     "phase: peak_mem_*_bytes include weights, Python and allocator caches; *_delta_bytes = peak minus "
                     "RSS before the phase. glibc keeps freed heap pages resident, so an allocation that reuses them "
@@ -350,13 +313,14 @@ def main(argv: list[str]) -> list[dict]:
         "git_commit": git_commit(),
         **versions(),
     }
-    mem = PeakMemory(device)
+    devices = memory.model_devices(model)
+    mem = PeakMemory(devices)
     q_ids = context_ids(tok, vocab, 1, "random", args["seed"] + 7)  # one-token question: every step is 1 token
     if args["warmup"]:  # untimed: kernels, lazily loaded libraries, allocator pools
         w = context_ids(tok, vocab, min(256, min(args["lengths"])), args["context"], args["seed"])
         for label, method, policy, safeguard in methods:
             bench_method(model, tok, label, method, policy, safeguard, w, q_ids, args["r"][:1],
-                         {**args, "repeats": 1, "decode_tokens": 2}, PeakMemory(device), static)
+                         {**args, "repeats": 1, "decode_tokens": 2}, PeakMemory(devices), static)
     out = None if str(args["out"]).lower() in ("none", "null", "") else Path(args["out"])
     if out is not None and not out.is_absolute():
         out = ROOT / out
