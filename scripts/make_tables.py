@@ -460,8 +460,11 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
                         fx(c["peak_mem_bytes"], 2, 2.0**-30))]))
         t.notes = ["Means over samples. prefill s: the shared context prefill (one per context, the same for every "
                    "method of a sweep). scoring %: mean scoring_s / mean prefill_s. decode ms/token: sum decode_s / "
-                   "sum generated tokens. KV kept: physical bytes held (kv_bytes_kept); KV kept %: logical kept "
-                   "fraction. Blocks per (suite, length bucket, device): costs depend on context length."]
+                   "sum generated tokens; a batched decode's time is shared equally by its rows (decode_s = batch "
+                   "seconds / decode_batch_size), so it does not separate ratios decoded together: "
+                   "scripts/bench_methods.py times each r alone. KV kept: physical bytes held (kv_bytes_kept); "
+                   "KV kept %: logical kept fraction. Blocks per (suite, length bucket, device): costs depend on "
+                   "context length."]
         finish(t)
         tables.append(t)
     return tables
