@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from harness import attention
 from harness.cache import CompressedContext, batch_cache, keep_rows
+from harness.memory import model_devices
 from harness.records import Record
 from methods.base import Method
 from methods.budget import n_kept_for, select
@@ -91,7 +92,7 @@ def base_model(model):
 
 def _sync_all(model) -> None:
     """Wait for every GPU holding part of the model (one, or several with ``device=auto`` on a multi-GPU host)."""
-    for device in {p.device for p in model.parameters() if p.device.type == "cuda"}:
+    for device in model_devices(model):
         attention._sync(device)
 
 
@@ -110,6 +111,20 @@ def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[Dynam
     _sync_all(model)
     total = time.perf_counter() - t0
     return cache, state.scores, state.seconds, total - sum(state.seconds.values())
+
+
+def kept_budget(method: Method, n: int, r: float | None, budget_tokens: int | None) -> int:
+    """Context entries one configuration keeps per KV head (all ``n`` for the uncompressed reference)."""
+    return n if not method.compresses else n_kept_for(n, r=r, budget_tokens=budget_tokens)
+
+
+def eviction_budget(method: Method, n: int, r: float | None, budget_tokens: int | None) -> tuple[int, int] | None:
+    """``(budget, recent)`` of H2O's decode-time eviction for one configuration (``decode``'s ``eviction``
+    entries); None for methods that do not evict while decoding."""
+    if not getattr(method, "decode_eviction", False):
+        return None
+    n_kept = kept_budget(method, n, r, budget_tokens)
+    return n_kept, method.protected(n, n_kept)[1]
 
 
 def select_positions(

@@ -21,10 +21,11 @@ import torch
 from harness import attention
 from harness.cache import compress, full_cache_bytes
 from harness.memory import model_devices, peak_bytes, reset_peak
-from harness.protocol import compressed_layers, decode, encode_context, encode_question, prefill, select_positions
+from harness.protocol import (
+    compressed_layers, decode, encode_context, encode_question, eviction_budget, kept_budget, prefill, select_positions,
+)
 from harness.records import Record
 from methods.base import Method
-from methods.budget import n_kept_for
 
 
 @dataclass
@@ -188,22 +189,10 @@ class SweepRunner:
         batch's longest cache, padding masked): r = 0.9 rows do not pay for a full cache's length."""
         out = []
         for part in ([c for c in cells if not c.method.decode_eviction], [c for c in cells if c.method.decode_eviction]):
-            part = sorted(part, key=lambda c: -self._n_kept(c, n))  # stable: ties keep the configured order
+            # stable: ties keep the configured order
+            part = sorted(part, key=lambda c: -kept_budget(c.method, n, c.r, c.budget_tokens))
             out += [part[i : i + self.decode_batch_size] for i in range(0, len(part), self.decode_batch_size)]
         return out
-
-    @staticmethod
-    def _n_kept(cell: Cell, n: int) -> int:
-        if not cell.method.compresses:
-            return n
-        return n_kept_for(n, r=cell.r, budget_tokens=cell.budget_tokens)
-
-    @staticmethod
-    def _eviction(cell: Cell, n: int) -> tuple[int, int] | None:
-        if not cell.method.decode_eviction:
-            return None
-        n_kept = n_kept_for(n, r=cell.r, budget_tokens=cell.budget_tokens)
-        return n_kept, cell.method.protected(n, n_kept)[1]
 
     def _decode_cells(
         self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores, n_question=None
@@ -220,7 +209,7 @@ class SweepRunner:
             reset_peak(self.devices)
             preds, n_gen, decode_s = decode(
                 self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
-                [self._eviction(c, n) for c in batch],
+                [eviction_budget(c.method, n, c.r, c.budget_tokens) for c in batch],
             )
             peak = max(peak_bytes(self.devices), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):

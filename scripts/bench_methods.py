@@ -50,9 +50,8 @@ from harness import attention, memory  # noqa: E402
 from harness.cache import compress, full_cache_bytes  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from harness.plan import build_method, load_method_config  # noqa: E402
-from harness.protocol import compressed_layers, decode, prefill, select_positions  # noqa: E402
+from harness.protocol import compressed_layers, decode, eviction_budget, prefill, select_positions  # noqa: E402
 from harness.sweep import device_name, git_commit, versions  # noqa: E402
-from methods.budget import n_kept_for  # noqa: E402
 
 DEFAULTS: dict = {
     "model": "smollm2-135m",
@@ -174,13 +173,6 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def _eviction(method, n: int, r: float) -> list | None:
-    if not getattr(method, "decode_eviction", False):
-        return None
-    n_kept = n_kept_for(n, r=r, budget_tokens=None)
-    return [(n_kept, method.protected(n, n_kept)[1])]
-
-
 def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, args, mem, static) -> list[dict]:
     device = next(model.parameters()).device
     layers, sliding = compressed_layers(model)
@@ -213,8 +205,8 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
                            scores[label] if getattr(method, "decode_eviction", False) else None)
             attention._sync(device)
             compress_all.append(time.perf_counter() - t0)
-            _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None, _eviction(method, n, r),
-                                     eos=set())
+            _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None,
+                                     [eviction_budget(method, n, r, None)], eos=set())
             pk, dl = mem.stop()
             dec_peak, dec_delta = max(dec_peak, pk), max(dec_delta, dl)
             decode_all.append(decode_s)
