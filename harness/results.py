@@ -1,8 +1,9 @@
 """Result rows on disk: tidy Parquet part files written atomically, and resume.
 
-A run appends rows in part files ``part-<job>-<seq>.parquet`` (written to a temporary name, then renamed, so
-an interrupted run never leaves half a file); at the end the job's parts are merged into one
-``part-<job>.parquet``. Readers de-duplicate on (run_id, sample_id), so even a kill between writing the merged
+A run appends rows in part files ``part-<job>-<writer>-<seq>.parquet`` (written to a temporary name, then
+renamed, so an interrupted run never leaves half a file; ``<writer>`` is random per run, so a rerun under the
+same job name never overwrites what an earlier run wrote); at the end the job's parts are merged into one
+``part-<job>.parquet`` (``part-<job>-<writer>.parquet`` when an earlier run already holds that name). Readers de-duplicate on (run_id, sample_id), so even a kill between writing the merged
 file and deleting its parts never shows a row twice. A rerun skips the (run_id, sample_id) pairs on disk.
 """
 
@@ -69,6 +70,7 @@ class ResultWriter:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.job = job
+        self.writer = uuid.uuid4().hex[:8]  # names this run's files apart from earlier runs of the same job
         self.rows: list[dict] = []
         self.parts: list[Path] = []
         self.written = 0
@@ -79,7 +81,7 @@ class ResultWriter:
     def flush(self) -> None:
         if not self.rows:
             return
-        path = self.folder / f"part-{self.job}-{len(self.parts):05d}.parquet"
+        path = self.folder / f"part-{self.job}-{self.writer}-{len(self.parts):05d}.parquet"
         _write_atomic(pd.DataFrame(self.rows), path)
         self.parts.append(path)
         self.written += len(self.rows)
@@ -90,13 +92,14 @@ class ResultWriter:
         self.flush()
         if not self.parts:
             return None
+        final = self.folder / f"part-{self.job}.parquet"
+        if final.exists():  # an earlier run of this job: keep its rows, take a name of our own
+            final = self.folder / f"part-{self.job}-{self.writer}.parquet"
         if len(self.parts) == 1:
-            final = self.folder / f"part-{self.job}.parquet"
             os.replace(self.parts[0], final)
             self.parts = []
             return final
         merged = pd.concat([_read(p) for p in self.parts], ignore_index=True)
-        final = self.folder / f"part-{self.job}.parquet"
         _write_atomic(merged, final)
         for p in self.parts:
             p.unlink(missing_ok=True)

@@ -124,6 +124,36 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
     assert len(pd.concat([pd.read_parquet(p) for p in result_files(tmp_path)])) == 12  # on disk too
 
 
+def test_rerun_under_the_same_job_name_keeps_earlier_rows(tmp_path, monkeypatch):
+    """An interrupted run and its resume share a job name (an explicit job=, or the default one when both
+    start in the same second): the resume must not overwrite the part files the first run wrote."""
+    from harness import sweep
+
+    cfg = _cfg(tmp_path, "methods=[keydiff]", "task=ruler_1k", NIAH, "n_samples=3", "r=[0.5]", "max_new_tokens=8",
+               "job=fixed")
+    original = sweep.SweepRunner.run_group
+    calls = {"n": 0}
+
+    def dies_on_third_context(self, group, done):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, group, done)
+
+    monkeypatch.setattr(sweep.SweepRunner, "run_group", dies_on_third_context)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    first = read_rows(tmp_path)
+    assert len(first) == 2
+    monkeypatch.setattr(sweep.SweepRunner, "run_group", original)
+    run(cfg)  # resumes: only the third context is new
+    rows = read_rows(tmp_path)
+    assert len(rows) == 3 and not rows.duplicated(["run_id", "sample_id"]).any()
+    assert set(first["sample_id"]) < set(rows["sample_id"])
+    run(cfg)  # a complete rerun adds nothing and loses nothing
+    assert len(read_rows(tmp_path)) == 3
+
+
 def test_corrupt_result_file_is_one_clear_error(tmp_path):
     (tmp_path / "part-bad.parquet").write_bytes(b"not parquet")
     out = subprocess.run(
