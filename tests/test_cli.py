@@ -14,6 +14,7 @@ import pytest
 from harness.plan import UsageError, make_plan
 from harness.results import read_rows, result_files
 from harness.run import compose, run
+from harness.sweep import SweepRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 NIAH = "task.tasks=[niah_single_1]"
@@ -97,12 +98,9 @@ def test_rows_sizes_and_resume(tmp_path):
     assert len(more) == 3 and not more.duplicated(["run_id", "sample_id"]).any()
 
 
-def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
-    from harness import sweep
-
-    cfg = _cfg(tmp_path, "methods=[keydiff,streamingllm]", "task=ruler_1k", NIAH, "n_samples=3", "r=[0.5,0.9]",
-               "max_new_tokens=8")
-    original = sweep.SweepRunner.run_group
+def _interrupt_on_third_context(monkeypatch):
+    """Make SweepRunner.run_group raise KeyboardInterrupt on its third call; returns the original method."""
+    original = SweepRunner.run_group
     calls = {"n": 0}
 
     def dies_on_third_context(self, group, done):
@@ -111,13 +109,20 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, group, done)
 
-    monkeypatch.setattr(sweep.SweepRunner, "run_group", dies_on_third_context)
+    monkeypatch.setattr(SweepRunner, "run_group", dies_on_third_context)
+    return original
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "methods=[keydiff,streamingllm]", "task=ruler_1k", NIAH, "n_samples=3", "r=[0.5,0.9]",
+               "max_new_tokens=8")
+    original = _interrupt_on_third_context(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     partial = read_rows(tmp_path)
     assert len(partial) == 2 * 4  # two contexts x four configurations survived
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
-    monkeypatch.setattr(sweep.SweepRunner, "run_group", original)
+    monkeypatch.setattr(SweepRunner, "run_group", original)
     rows = run(cfg)
     assert len(rows) == 3 * 4
     assert not rows.duplicated(["run_id", "sample_id"]).any()
@@ -127,25 +132,14 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
 def test_rerun_under_the_same_job_name_keeps_earlier_rows(tmp_path, monkeypatch):
     """An interrupted run and its resume share a job name (an explicit job=, or the default one when both
     start in the same second): the resume must not overwrite the part files the first run wrote."""
-    from harness import sweep
-
     cfg = _cfg(tmp_path, "methods=[keydiff]", "task=ruler_1k", NIAH, "n_samples=3", "r=[0.5]", "max_new_tokens=8",
                "job=fixed")
-    original = sweep.SweepRunner.run_group
-    calls = {"n": 0}
-
-    def dies_on_third_context(self, group, done):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, group, done)
-
-    monkeypatch.setattr(sweep.SweepRunner, "run_group", dies_on_third_context)
+    original = _interrupt_on_third_context(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     first = read_rows(tmp_path)
     assert len(first) == 2
-    monkeypatch.setattr(sweep.SweepRunner, "run_group", original)
+    monkeypatch.setattr(SweepRunner, "run_group", original)
     run(cfg)  # resumes: only the third context is new
     rows = read_rows(tmp_path)
     assert len(rows) == 3 and not rows.duplicated(["run_id", "sample_id"]).any()
