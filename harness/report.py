@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.results import ResultsError, read_files
+
 FULL = "full"
 FIXED_BUDGET = -1.0  # the ``r`` given to rows without one (fixed ``budget_tokens``); shown as "fixed B"
 NO_BUCKET = -1  # internal stand-in for a null length_bucket (grouping keys cannot be NA everywhere)
@@ -54,57 +56,24 @@ ABLATION = (  # (variant, description) in the paper's order: NestedKV and its th
 )
 
 
-class ResultsError(RuntimeError):
-    """Result files are missing or unreadable. The message says what to do."""
-
-
 # --------------------------------------------------------------------------------------------- loading
-def result_files(path_or_paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Every ``*.parquet`` file under the folder(s) (or the files given), sorted; skips names that start with
-    ``.`` (in-flight temporary files, hidden folders) or end with ``.tmp``."""
-    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_file():
-            cands = [p]
-        elif p.is_dir():
-            cands = [q for q in p.rglob("*.parquet") if q.is_file()]
-            cands = [q for q in cands if not any(part.startswith(".") for part in q.relative_to(p).parts)]
-        else:
-            raise ResultsError(f"results path {str(p)!r} does not exist")
-        found.update(q for q in cands if not q.name.startswith(".") and not q.name.endswith(".tmp"))
-    return sorted(found)
-
-
 def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """All result rows under the folder(s), deduplicated on ``DEDUP_KEY`` keeping the newest ``created_at``.
 
     Raises ``ResultsError`` when there is no result file, or naming the first file that cannot be read.
     """
-    files = result_files(path_or_paths)
-    if not files:
+    frames = read_files(path_or_paths, must_exist=True)
+    if not frames:
         where = path_or_paths if isinstance(path_or_paths, (str, Path)) else ", ".join(map(str, path_or_paths))
         raise ResultsError(
             f"no result files (*.parquet) under {where}. Run a sweep first (python -m harness ...) and point "
             "this at its output folder."
         )
-    import pyarrow.parquet as pq
-
-    frames = []
-    for i, f in enumerate(files):
-        try:
-            frame = pq.read_table(f).to_pandas()
-        except Exception as err:  # noqa: BLE001 - any reader error means the same thing to the user
-            raise ResultsError(
-                f"cannot read result file {f}: {type(err).__name__}: {err}. The file is corrupt or incomplete "
-                "(e.g. copied while being written). Delete it and rerun the same configuration: resume redoes "
-                "only the rows that were in it."
-            ) from err
-        frame["_file_order"] = i
-        frames.append(frame)
+    n_files = len(frames)
+    frames = [frame.assign(_file_order=i) for i, frame in enumerate(frames)]
     frames = [f for f in frames if len(f)]
     if not frames:
-        raise ResultsError(f"the {len(files)} result file(s) found (e.g. {files[0]}) hold no rows")
+        raise ResultsError(f"the {n_files} result file(s) found under {path_or_paths} hold no rows")
     df = pd.concat(frames, ignore_index=True, sort=False)
     return _dedup(df).reset_index(drop=True)
 

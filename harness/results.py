@@ -3,15 +3,18 @@
 A run appends rows in part files ``part-<job>-<writer>-<seq>.parquet`` (written to a temporary name, then
 renamed, so an interrupted run never leaves half a file; ``<writer>`` is random per run, so a rerun under the
 same job name never overwrites what an earlier run wrote); at the end the job's parts are merged into one
-``part-<job>.parquet`` (``part-<job>-<writer>.parquet`` when an earlier run already holds that name). Readers de-duplicate on (run_id, sample_id), so even a kill between writing the merged
-file and deleting its parts never shows a row twice. A rerun skips the (run_id, sample_id) pairs on disk.
+``part-<job>.parquet`` (``part-<job>-<writer>.parquet`` when an earlier run already holds that name). Readers
+de-duplicate on (run_id, sample_id), so even a kill between writing the merged file and deleting its parts never
+shows a row twice, and they list the folder again when a part file vanishes under them (another job merging its
+parts while this one reads: parallel jobs of a multirun share one folder). A rerun skips the (run_id, sample_id)
+pairs on disk.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -21,13 +24,30 @@ import pyarrow.parquet as pq
 KEY = ["run_id", "sample_id"]
 
 
-class CorruptResultFile(RuntimeError):
+class ResultsError(RuntimeError):
+    """Result files are missing or unreadable. The message says what to do."""
+
+
+class CorruptResultFile(ResultsError):
     pass
 
 
-def result_files(folder: str | Path) -> list[Path]:
-    files = sorted(Path(p) for p in glob.glob(os.path.join(str(folder), "**", "*.parquet"), recursive=True))
-    return [p for p in files if not p.name.startswith(".")]
+def result_files(paths: str | Path | Iterable[str | Path], must_exist: bool = False) -> list[Path]:
+    """Every ``*.parquet`` file under the folder(s) (or the files given), sorted; skips names that start with
+    ``.`` (in-flight temporary files, hidden folders) or end with ``.tmp``. A path that does not exist holds
+    nothing, or is an error with ``must_exist``."""
+    found: set[Path] = set()
+    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if p.is_file():
+            cands = [p]
+        elif p.is_dir():
+            cands = [q for q in p.rglob("*.parquet") if not any(x.startswith(".") for x in q.relative_to(p).parts)]
+        elif must_exist:
+            raise ResultsError(f"results path {str(p)!r} does not exist")
+        else:
+            cands = []
+        found.update(q for q in cands if not q.name.startswith(".") and not q.name.endswith(".tmp"))
+    return sorted(found)
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -35,22 +55,42 @@ def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         return pq.read_table(path, columns=columns).to_pandas()
     except Exception as exc:  # pyarrow raises several types for truncated/garbage files
         raise CorruptResultFile(
-            f"result file {path} cannot be read ({exc.__class__.__name__}: {exc}). Move or delete it and rerun the "
-            f"same command: resume redoes only the rows that file held; every other result is kept."
+            f"result file {path} cannot be read ({exc.__class__.__name__}: {exc}); it is corrupt or incomplete "
+            f"(e.g. copied while being written). Move or delete it and rerun the same command: resume redoes only "
+            f"the rows that file held; every other result is kept."
         ) from exc
+
+
+def read_files(paths: str | Path | Iterable[str | Path], columns: list[str] | None = None,
+               must_exist: bool = False, attempts: int = 20) -> list[pd.DataFrame]:
+    """Every result file under ``paths`` (sorted by name), read while other jobs may be writing there.
+
+    A job that ends merges its part files into one file and then deletes the parts, so a file listed a moment
+    ago may be gone when it is opened. The merged file always exists before its parts are removed, so listing
+    again and rereading sees every row; only a file that stays unreadable is an error.
+    """
+    for _ in range(attempts):
+        try:
+            return [_read(p, columns) for p in result_files(paths, must_exist)]
+        except CorruptResultFile as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+    raise CorruptResultFile(
+        f"result files under {paths} kept disappearing while being read ({attempts} attempts): is another job "
+        f"deleting them? Rerun when the other jobs writing there have finished."
+    )
 
 
 def done_keys(folder: str | Path) -> set[tuple[str, str]]:
     """(run_id, sample_id) pairs already written under ``folder``."""
     keys: set[tuple[str, str]] = set()
-    for path in result_files(folder):
-        df = _read(path, columns=KEY)
+    for df in read_files(folder, columns=KEY):
         keys.update(zip(df["run_id"], df["sample_id"]))
     return keys
 
 
 def read_rows(folder: str | Path) -> pd.DataFrame:
-    frames = [_read(p) for p in result_files(folder)]
+    frames = read_files(folder)
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

@@ -170,7 +170,7 @@ def test_corrupt_file_error_names_file_and_remedy(tmp_path):
     with pytest.raises(R.ResultsError) as err:
         R.load_results(tmp_path / "res")
     msg = str(err.value)
-    assert str(bad) in msg and "Delete it and rerun" in msg and "resume" in msg
+    assert str(bad) in msg and "Move or delete it and rerun" in msg and "resume" in msg
 
 
 def test_no_result_files_is_a_clear_error(tmp_path, capsys):
