@@ -193,4 +193,7 @@ def make_plan(cfg) -> Plan:
         )
     if cfg.get("decode_batch_size", 1) < 1:
         raise UsageError("decode_batch_size must be >= 1")
+    from harness.devices import check_device
+
+    check_device(str(cfg.get("device", "auto")))
     return Plan(spec, window, task_name, task, task_params, cells, shard)

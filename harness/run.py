@@ -34,9 +34,16 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
 def run(cfg) -> pd.DataFrame:
     """Run the configuration; return this run's rows (already on disk and those added)."""
     plan = make_plan(cfg)  # every config error surfaces here, before weights load
+    from harness.devices import claimed_device
+
+    with claimed_device(cfg.device) as device:  # cuda:free -> the GPU this run holds until it ends
+        return _run(cfg, plan, device)
+
+
+def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     from harness.models import load_model, resolve_device, resolve_dtype
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(device_arg)
     dtype = str(resolve_dtype(cfg.dtype, device)).replace("torch.", "")
     context = run_context(cfg, plan, dtype, device)
     cells = [c.bind(context) for c in plan.cells]
@@ -44,7 +51,7 @@ def run(cfg) -> pd.DataFrame:
     done = done_keys(out_dir)
 
     t0 = time.time()
-    model, tokenizer = load_model(plan.model, dtype=dtype, device=cfg.device, attn_impl=cfg.attn_impl)  # auto: all GPUs
+    model, tokenizer = load_model(plan.model, dtype=dtype, device=device_arg, attn_impl=cfg.attn_impl)  # auto: all GPUs
     print(f"[kvbench] model {plan.model.name} loaded in {time.time() - t0:.1f}s on {device} ({dtype})", file=sys.stderr)
     data = plan.task.load(tokenizer, cfg.n_samples, int(cfg.seed))
     for sub, reason in sorted(data.skipped.items()):

@@ -37,6 +37,7 @@ def _cfg(tmp_path, *overrides):
         (["budget_tokens=0"], "budget_tokens must be a positive integer"),
         (["model=smollm2-135m", "task=ruler_32k"], "Models that fit: "),
         (["model=nosuch-model"], "unknown model 'nosuch-model'"),
+        (["device=gpu0"], "is not a device; use auto, cpu, cuda, cuda:N or cuda:free"),
     ],
 )
 def test_bad_configs_fail_before_loading(tmp_path, overrides, message, monkeypatch):
