@@ -342,6 +342,25 @@ _LAST_LETTER_AJ = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)")  # no DOTALL: the look
 _LAST_LETTER_AD = re.compile(r"\b[A-D]\b(?!.*\b[A-D]\b)")
 
 
+def _blank(pred: str, chars: list[str]) -> str:
+    """Each of ``chars`` -> a space, then runs of spaces -> one (the official cleaning)."""
+    for c in chars:
+        pred = pred.replace(c, " ")
+    while "  " in pred:
+        pred = pred.replace("  ", " ")
+    return pred
+
+
+def _after_prefix(pred: str, prefixes: list[str]) -> str | None:
+    """The text one character after the first of ``prefixes`` found in ``pred`` (in list order; "" when nothing
+    follows), or None when none occurs: the first prefix found decides, as in the official scorer."""
+    for prefix in prefixes:
+        idx = pred.find(prefix)
+        if idx != -1:
+            return pred[idx + len(prefix) + 1 :]
+    return None
+
+
 def score_code_debug(pred: str, answers: list[str]) -> bool:
     """answers = [function name, letter]. Last standalone A-J letter of the first line that has one; then the
     cleaned prediction starting with the letter or name; then the text after "answer is:", "is:", "answer:",
@@ -351,21 +370,11 @@ def score_code_debug(pred: str, answers: list[str]) -> bool:
     match = _LAST_LETTER_AJ.search(pred)
     if match and match.group(0) == letter:
         return True
-    for c in ["\n", "`", "'", '"', "-", "*", "Option", "option"]:
-        pred = pred.replace(c, " ")
-    while "  " in pred:
-        pred = pred.replace("  ", " ")
+    pred = _blank(pred, ["\n", "`", "'", '"', "-", "*", "Option", "option"])
     if pred.startswith(letter) or pred.startswith(fn_name):
         return True
-    for prefix in ["answer is:", "is:", "answer:", "correct option is:"]:
-        idx = pred.find(prefix)
-        if idx == -1:
-            continue
-        if len(pred) < idx + len(prefix) + 1:
-            return False
-        rest = pred[idx + len(prefix) + 1 :]
-        return rest.startswith(letter) or rest.startswith(fn_name)
-    return False
+    rest = _after_prefix(pred, ["answer is:", "is:", "answer:", "correct option is:"])
+    return bool(rest) and (rest.startswith(letter) or rest.startswith(fn_name))
 
 
 def score_choice(pred: str, answers: list[str]) -> bool:
@@ -384,18 +393,10 @@ def score_choice(pred: str, answers: list[str]) -> bool:
         return pred[0] in label
     if pred in label:
         return True
-    for c in ["\n", '"', "'", ".", ",", "?", "!", "{", "}"]:
-        pred = pred.replace(c, " ")
-    while "  " in pred:
-        pred = pred.replace("  ", " ")
-    for prefix in ["answer is:", "answer:", "answer is", "option is"]:
-        idx = pred.find(prefix)
-        if idx == -1:
-            continue
-        if len(pred) < idx + len(prefix) + 1:
-            return False
-        after = pred[idx + len(prefix) + 1 :]
-        return any(after.startswith(s) for s in label)
+    pred = _blank(pred, ["\n", '"', "'", ".", ",", "?", "!", "{", "}"])
+    after = _after_prefix(pred, ["answer is:", "answer:", "answer is", "option is"])
+    if after is not None:
+        return bool(after) and any(after.startswith(s) for s in label)
     for word in pred.split():
         if word in "ABCD":  # substring test, as official ("AB" counts)
             return word in label
