@@ -95,13 +95,17 @@ class LayerMask:
 @dataclass
 class Eviction:
     """H2O's online form (methods.md): while decoding, every new token's attention row is added to the
-    accumulated scores, and once a head holds more than ``budget`` valid entries the lowest-scoring entries
-    outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its budget)."""
+    accumulated scores, and once a head holds more valid entries than it was given at compression (its budget:
+    ``n_kept`` under a uniform budget, its share of the layer's budget under an adaptive one) the lowest-scoring
+    entries outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its
+    budget)."""
 
     rows: list[int]  # batch rows that evict
-    budget: dict[int, int]  # row -> entries per head
     recent: dict[int, int]  # row -> protected most recent entries
+    normalize: dict[int, bool] = field(default_factory=dict)  # row -> rank by acc / seen (H2O ``normalize``)
+    budget: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv) entries each head keeps
     acc: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) accumulated attention
+    seen: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) queries that saw each
     valid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) entry validity
 
 
@@ -126,12 +130,13 @@ class Masking:
             for b in ev.rows:
                 # entries are in position order (context, then appended), so the last ``recent`` valid ones are recent
                 v = valid[b]  # (H_kv, T)
-                excess = v.sum(-1) - ev.budget[b]
+                excess = v.sum(-1) - ev.budget[idx][b]
                 if int(excess.max()) <= 0:
                     continue
                 rank_from_end = v.flip(-1).cumsum(-1).flip(-1)  # valid entries at or after each slot
                 candidate = v & (rank_from_end > ev.recent[b])
-                score = acc[b].masked_fill(~candidate, float("inf"))
+                score = acc[b] / ev.seen[idx][b].clamp(min=1) if ev.normalize.get(b) else acc[b]
+                score = score.masked_fill(~candidate, float("inf"))
                 order = torch.sort(score, dim=-1, stable=True).indices
                 for h in range(v.shape[0]):
                     k = int(excess[h])
@@ -165,14 +170,23 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
         ctx_valid = meta.valid if meta.valid is not None else torch.ones_like(meta.positions, dtype=torch.bool)
         valid = torch.cat([ctx_valid, ctx_valid.new_ones(bsz, h_kv, n_app)], dim=-1)
     if ev is not None:
-        if idx not in ev.valid:
-            ev.valid[idx], ev.acc[idx] = valid[..., :n_ctx].clone(), meta.scores.clone()
+        if idx not in ev.valid:  # first step: each head's budget is what compression gave it
+            ev.valid[idx] = valid[..., :n_ctx].clone()
+            ev.budget[idx] = ev.valid[idx].sum(-1)
+            # prefill queries that saw each context entry: n - j (the first appended token sits at position n)
+            ev.seen[idx] = (appended[:, :1, None] - meta.positions).clamp(min=1).to(meta.scores.dtype)
+            norm = torch.tensor([ev.normalize.get(b, False) for b in range(bsz)], device=key.device)
+            # the raw sums F(j): normalised prefill scores are F(j) / (n - j)
+            ev.acc[idx] = torch.where(norm[:, None, None], meta.scores * ev.seen[idx], meta.scores)
         grow = kv_len - ev.valid[idx].shape[-1]
         ev.valid[idx] = torch.cat([ev.valid[idx], ev.valid[idx].new_ones(bsz, h_kv, grow)], dim=-1)
         ev.acc[idx] = torch.cat([ev.acc[idx], ev.acc[idx].new_zeros(bsz, h_kv, grow)], dim=-1)
+        ev.seen[idx] = torch.cat([ev.seen[idx], ev.seen[idx].new_zeros(bsz, h_kv, grow)], dim=-1)
         valid = ev.valid[idx]
     if valid is not None:
         allowed &= valid[:, :, None, :]
+    if ev is not None:
+        ev.seen[idx] += allowed.sum(dim=2)
     groups = query.shape[1] // h_kv
     if ev is None:
         # GQA without copying the cache: fold each KV head's G query heads into the query axis

@@ -46,7 +46,7 @@ from harness import attention
 from harness.cache import batch_cache, compress
 from harness.models import context_window, load_model, model_spec
 from harness.plan import UsageError, budgets, build_method, load_method_config, ratios
-from harness.protocol import compressed_layers, decode, eviction_budget, prefill
+from harness.protocol import compressed_layers, decode, eviction_rule, prefill
 from harness.sweep import Cell, SweepRunner
 
 NAME = "kvcompress"
@@ -213,7 +213,7 @@ class KVCompressLM(LM):
         last = torch.tensor([prompt[-1:]], dtype=torch.long)
         preds, _, _ = decode(
             self.model, self.tokenizer, [ctx], last, max_new_tokens, until,
-            [eviction_budget(cell.method, ctx.n_context, cell.r, cell.budget_tokens)],
+            [eviction_rule(cell.method, ctx.n_context, cell.r, cell.budget_tokens)],
         )
         return preds[0]
 

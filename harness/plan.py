@@ -87,7 +87,7 @@ def ratios(cfg) -> list[float | None]:
 def budgets(cfg) -> list[int]:
     out = []
     for b in _as_list(cfg.get("budget_tokens")):
-        if not isinstance(b, int) or b < 1:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise UsageError(f"budget_tokens must be a positive integer (tokens kept per head), got {b!r}")
         out.append(b)
     return out
@@ -96,7 +96,8 @@ def budgets(cfg) -> list[int]:
 def build_cells(cfg) -> list[Cell]:
     names = _as_list(cfg.get("methods"))
     mcfgs = [load_method_config(n) for n in names] if names else [cfg.method]
-    rs, bs = ratios(cfg), budgets(cfg)
+    bs = budgets(cfg)
+    rs = [] if bs else ratios(cfg)  # an absolute budget replaces r (whose default is 0.5)
     if not rs and not bs:
         raise UsageError("give r (a ratio or a list) or budget_tokens")
     policy_override = cfg.get("budget_policy")
@@ -174,6 +175,32 @@ def models_that_fit(needed: int) -> list[str]:
     return fit
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _count(cfg, key: str, what: str, minimum: int = 1, nullable: bool = True) -> None:
+    v = cfg.get(key)
+    if v is None and nullable:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        null = " or null" if nullable else ""
+        raise UsageError(f"{key} must be an integer >= {minimum}{null} ({what}), got {v!r}")
+
+
+def check_run_options(cfg) -> None:
+    """The run-wide options, checked before any weights load."""
+    from harness.attention import BASES
+
+    if cfg.get("attn_impl", "sdpa") not in BASES:
+        raise UsageError(f"attn_impl={cfg.get('attn_impl')!r} is unknown; choose one of {', '.join(BASES)}")
+    if cfg.get("dtype", "auto") not in DTYPES:
+        raise UsageError(f"dtype={cfg.get('dtype')!r} is unknown; choose one of {', '.join(DTYPES)}")
+    _count(cfg, "seed", "the data generators' seed", minimum=0, nullable=False)
+    _count(cfg, "n_samples", "samples per sub-task; null: all")
+    _count(cfg, "max_context", "a cap on context tokens; null: the model window")
+    _count(cfg, "max_new_tokens", "a cap on answer tokens; null: each task's official value")
+
+
 def make_plan(cfg) -> Plan:
     cells = build_cells(cfg)
     shard = parse_shard(cfg.get("shard"))
@@ -196,4 +223,5 @@ def make_plan(cfg) -> Plan:
     from harness.devices import check_device
 
     check_device(str(cfg.get("device", "auto")))
+    check_run_options(cfg)
     return Plan(spec, window, task_name, task, task_params, cells, shard)

@@ -118,13 +118,14 @@ def kept_budget(method: Method, n: int, r: float | None, budget_tokens: int | No
     return n if not method.compresses else n_kept_for(n, r=r, budget_tokens=budget_tokens)
 
 
-def eviction_budget(method: Method, n: int, r: float | None, budget_tokens: int | None) -> tuple[int, int] | None:
-    """``(budget, recent)`` of H2O's decode-time eviction for one configuration (``decode``'s ``eviction``
-    entries); None for methods that do not evict while decoding."""
+def eviction_rule(method: Method, n: int, r: float | None, budget_tokens: int | None) -> tuple[int, bool] | None:
+    """``(recent, normalize)`` of H2O's decode-time eviction for one configuration (``decode``'s ``eviction``
+    entries): the most recent entries never evicted, and whether scores are divided by the number of queries
+    that saw each entry. None for methods that do not evict while decoding. The budget each head keeps is what
+    compression gave it (``attention.Eviction``)."""
     if not getattr(method, "decode_eviction", False):
         return None
-    n_kept = kept_budget(method, n, r, budget_tokens)
-    return n_kept, method.protected(n, n_kept)[1]
+    return method.protected(n, kept_budget(method, n, r, budget_tokens))[1], bool(getattr(method, "normalize", False))
 
 
 def select_positions(
@@ -162,12 +163,12 @@ def decode(
     question_ids: torch.Tensor,
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
-    eviction: list[tuple[int, int] | None] | None = None,
+    eviction: list[tuple[int, bool] | None] | None = None,
     eos: set[int] | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
-    ``eviction[b] = (budget, recent)`` turns on H2O's decode-time eviction for row b (keep such rows in
+    ``eviction[b] = (recent, normalize)`` turns on H2O's decode-time eviction for row b (keep such rows in
     batches of their own: they use an explicit softmax). ``eos``: the token ids that end a row (None: the model's
     and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for timing). Returns (predictions,
     generated token counts, seconds)."""

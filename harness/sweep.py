@@ -22,7 +22,7 @@ from harness import attention
 from harness.cache import compress, full_cache_bytes
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import (
-    compressed_layers, decode, encode_context, encode_question, eviction_budget, kept_budget, prefill, select_positions,
+    compressed_layers, decode, encode_context, encode_question, eviction_rule, kept_budget, prefill, select_positions,
 )
 from harness.records import Record
 from methods.base import Method
@@ -209,7 +209,7 @@ class SweepRunner:
             reset_peak(self.devices)
             preds, n_gen, decode_s = decode(
                 self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
-                [eviction_budget(c.method, n, c.r, c.budget_tokens) for c in batch],
+                [eviction_rule(c.method, n, c.r, c.budget_tokens) for c in batch],
             )
             peak = max(peak_bytes(self.devices), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):

@@ -50,7 +50,7 @@ from harness import attention, memory  # noqa: E402
 from harness.cache import compress, full_cache_bytes  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from harness.plan import build_method, load_method_config  # noqa: E402
-from harness.protocol import compressed_layers, decode, eviction_budget, prefill, select_positions  # noqa: E402
+from harness.protocol import compressed_layers, decode, eviction_rule, prefill, select_positions  # noqa: E402
 from harness.sweep import device_name, git_commit, versions  # noqa: E402
 
 DEFAULTS: dict = {
@@ -206,7 +206,7 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
             attention._sync(device)
             compress_all.append(time.perf_counter() - t0)
             _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None,
-                                     [eviction_budget(method, n, r, None)], eos=set())
+                                     [eviction_rule(method, n, r, None)], eos=set())
             pk, dl = mem.stop()
             dec_peak, dec_delta = max(dec_peak, pk), max(dec_delta, dl)
             decode_all.append(decode_s)

@@ -38,6 +38,14 @@ def _cfg(tmp_path, *overrides):
         (["model=smollm2-135m", "task=ruler_32k"], "Models that fit: "),
         (["model=nosuch-model"], "unknown model 'nosuch-model'"),
         (["device=gpu0"], "is not a device; use auto, cpu, cuda, cuda:N or cuda:free"),
+        (["budget_tokens=true"], "budget_tokens must be a positive integer"),
+        (["attn_impl=foo"], "attn_impl='foo' is unknown; choose one of sdpa, eager, flash_attention_2"),
+        (["dtype=fp8"], "dtype='fp8' is unknown; choose one of auto, float32"),
+        (["seed=abc"], "seed must be an integer >= 0"),
+        (["n_samples=-3"], "n_samples must be an integer >= 1 or null"),
+        (["max_context=-5"], "max_context must be an integer >= 1 or null"),
+        (["max_new_tokens=-1"], "max_new_tokens must be an integer >= 1 or null"),
+        (["max_new_tokens=0"], "max_new_tokens must be an integer >= 1 or null"),
     ],
 )
 def test_bad_configs_fail_before_loading(tmp_path, overrides, message, monkeypatch):
@@ -47,6 +55,13 @@ def test_bad_configs_fail_before_loading(tmp_path, overrides, message, monkeypat
     with pytest.raises(UsageError, match=None) as err:
         make_plan(_cfg(tmp_path, *overrides))
     assert message in str(err.value)
+
+
+def test_budget_tokens_replaces_the_default_ratio(tmp_path):
+    cells = make_plan(_cfg(tmp_path, "method=keydiff", "budget_tokens=128")).cells
+    assert [(c.label, c.r, c.budget_tokens) for c in cells] == [("keydiff", None, 128)]
+    cells = make_plan(_cfg(tmp_path, "method=keydiff", "r=[0.5,0.9]")).cells
+    assert [(c.r, c.budget_tokens) for c in cells] == [(0.5, None), (0.9, None)]
 
 
 def test_task_too_long_names_models_that_fit(tmp_path):

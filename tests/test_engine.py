@@ -169,7 +169,7 @@ def test_middle_truncation_keeps_both_ends():
 def test_eviction_drops_lowest_non_recent_entries():
     from harness.attention import Eviction, LayerMask, Masking
 
-    ev = Eviction(rows=[0], budget={0: 3}, recent={0: 1})
+    ev = Eviction(rows=[0], recent={0: 1}, budget={0: torch.tensor([[3]])})
     ev.acc[0] = torch.tensor([[[5.0, 1.0, 3.0, 0.5, 0.1]]])  # (B=1, H=1, T=5); last entry is the recent one
     ev.valid[0] = torch.ones(1, 1, 5, dtype=torch.bool)
     state = Masking({0: LayerMask(torch.arange(5)[None, None], None)}, torch.zeros(1, 0, dtype=torch.long), ev)
@@ -198,6 +198,86 @@ def test_h2o_online_keeps_the_logical_cache_at_budget(monkeypatch):
     _, sliding = compressed_layers(model)
     kept = select_positions(scores["h"], h2o, 40, 0.5, None, "uniform", 0.2)
     c = compress(cache, kept, 40, sliding, scores=scores["h"])
-    decode(model, _Tok(), [c], q, 5, eviction=[(20, 10)])
+    decode(model, _Tok(), [c], q, 5, eviction=[(10, False)])
     assert len(seen) == 5
     assert all(count == [[20, 20]] for step in seen for count in step.values())
+
+
+def test_h2o_online_keeps_each_heads_adaptive_share(monkeypatch):
+    """Under an adaptive budget, eviction keeps every head at the share compression gave it (the layer total
+    stays at n_kept x heads); it does not trim the larger heads to n_kept."""
+    import harness.attention as A
+
+    _no_eos(monkeypatch)
+    seen = []
+    original = A.Masking.evict
+
+    def spy(self):
+        original(self)
+        seen.append({i: v.sum(-1).tolist() for i, v in self.eviction.valid.items()})
+
+    monkeypatch.setattr(A.Masking, "evict", spy)
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 40), generator=torch.Generator().manual_seed(5))
+    q = torch.randint(3, 1000, (1, 4))
+    h2o = make_method("h2o", decode_eviction=True)
+    cache, scores, _, _ = prefill(model, ctx, {"h": h2o})
+    _, sliding = compressed_layers(model)
+    for s in scores["h"].values():  # a random model's heads score alike: make head 0 the one that matters
+        s[0] *= 100.0
+    kept = select_positions(scores["h"], h2o, 40, 0.5, None, "adaptive", 0.2)
+    shares = {layer: [[len(p) for p in heads]] for layer, heads in kept.items()}  # (B=1, H_kv)
+    assert any(len(set(s[0])) > 1 for s in shares.values())  # the split really is uneven
+    c = compress(cache, kept, 40, sliding, scores=scores["h"])
+    decode(model, _Tok(), [c], q, 5, eviction=[(10, False)])
+    assert len(seen) == 5
+    assert all(step[layer] == shares[layer] for step in seen for layer in step)
+    assert all(sum(step[layer][0]) == 20 * 2 for step in seen for layer in step)
+
+
+def test_eviction_with_normalize_ranks_by_mean_attention():
+    from harness.attention import Eviction, LayerMask, Masking
+
+    def evicted(normalize):
+        ev = Eviction(rows=[0], recent={0: 1}, normalize={0: normalize}, budget={0: torch.tensor([[3]])})
+        ev.acc[0] = torch.tensor([[[5.0, 1.0, 3.0, 0.5, 0.1]]])  # raw accumulated attention F
+        ev.seen[0] = torch.tensor([[[10.0, 1.0, 3.0, 1.0, 1.0]]])  # queries that saw each entry
+        ev.valid[0] = torch.ones(1, 1, 5, dtype=torch.bool)
+        Masking({0: LayerMask(torch.arange(5)[None, None], None)}, torch.zeros(1, 0, dtype=torch.long), ev).evict()
+        return ev.valid[0][0, 0].tolist()
+
+    # raw F: drop 1.0 and 0.5; F / seen = [0.5, 1, 1, 0.5, 0.1]: drop the two 0.5s (the recent 0.1 stays)
+    assert evicted(False) == [True, False, True, False, True]
+    assert evicted(True) == [False, True, True, False, True]
+
+
+def test_online_normalize_accumulates_the_same_raw_sums(monkeypatch):
+    """normalize=true starts from F(j) / (n - j); the eviction state turns it back into F(j) and counts the
+    queries that saw each entry, so its sums equal those of normalize=false on the same kept entries."""
+    import harness.attention as A
+
+    _no_eos(monkeypatch)
+    model = tiny_model("llama")
+    ctx = torch.randint(3, 1000, (1, 40), generator=torch.Generator().manual_seed(6))
+    q = torch.randint(3, 1000, (1, 4))
+    raw, norm = make_method("h2o", decode_eviction=True), make_method("h2o", decode_eviction=True, normalize=True)
+    cache, scores, _, _ = prefill(model, ctx, {"raw": raw, "norm": norm})
+    _, sliding = compressed_layers(model)
+    kept = select_positions(scores["raw"], raw, 40, 0.5, None, "uniform", 0.2)
+    states = {}
+    original = A.Masking.evict
+
+    for name in ("raw", "norm"):
+        def spy(self, name=name):
+            states.setdefault(name, {i: (a.clone(), self.eviction.seen[i].clone())
+                                     for i, a in self.eviction.acc.items()})
+            original(self)
+
+        monkeypatch.setattr(A.Masking, "evict", spy)
+        c = compress(cache, kept, 40, sliding, scores=scores[name])
+        decode(model, _Tok(), [c], q, 1, eviction=[(10, name == "norm")])
+    for layer, (acc, seen) in states["raw"].items():
+        torch.testing.assert_close(states["norm"][layer][0], acc, rtol=1e-5, atol=1e-6)
+        positions = torch.stack(kept[layer])  # (H_kv, 20) original positions of the kept entries
+        expected = (40 - positions) + q.shape[-1]  # prefill queries, then every question token sees them
+        assert states["norm"][layer][1][0, :, :20].tolist() == expected.float().tolist()
