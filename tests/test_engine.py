@@ -178,34 +178,9 @@ def test_eviction_drops_lowest_non_recent_entries():
     assert ev.valid[0][0, 0].tolist() == [True, False, True, False, True]
 
 
-def test_h2o_online_keeps_the_logical_cache_at_budget(monkeypatch):
-    import harness.attention as A
-
-    _no_eos(monkeypatch)
-    seen = []
-    original = A.Masking.evict
-
-    def spy(self):
-        original(self)
-        seen.append({i: v.sum(-1).tolist() for i, v in self.eviction.valid.items()})
-
-    monkeypatch.setattr(A.Masking, "evict", spy)
-    model = tiny_model("llama")
-    ctx = torch.randint(3, 1000, (1, 40))
-    q = torch.randint(3, 1000, (1, 4))
-    h2o = make_method("h2o", decode_eviction=True)
-    cache, scores, _, _ = prefill(model, ctx, {"h": h2o})
-    _, sliding = compressed_layers(model)
-    kept = select_positions(scores["h"], h2o, 40, 0.5, None, "uniform", 0.2)
-    c = compress(cache, kept, 40, sliding, scores=scores["h"])
-    decode(model, _Tok(), [c], q, 5, eviction=[(10, False)])
-    assert len(seen) == 5
-    assert all(count == [[20, 20]] for step in seen for count in step.values())
-
-
-def test_h2o_online_keeps_each_heads_adaptive_share(monkeypatch):
-    """Under an adaptive budget, eviction keeps every head at the share compression gave it (the layer total
-    stays at n_kept x heads); it does not trim the larger heads to n_kept."""
+def _h2o_online_counts(monkeypatch, policy: str, uneven: bool = False):
+    """Decode 5 tokens with H2O's online eviction at r = 0.5 over a 40-token context; returns the kept shares
+    per (layer, head) after compression and the valid entries per (layer, head) after every step."""
     import harness.attention as A
 
     _no_eos(monkeypatch)
@@ -223,14 +198,26 @@ def test_h2o_online_keeps_each_heads_adaptive_share(monkeypatch):
     h2o = make_method("h2o", decode_eviction=True)
     cache, scores, _, _ = prefill(model, ctx, {"h": h2o})
     _, sliding = compressed_layers(model)
-    for s in scores["h"].values():  # a random model's heads score alike: make head 0 the one that matters
-        s[0] *= 100.0
-    kept = select_positions(scores["h"], h2o, 40, 0.5, None, "adaptive", 0.2)
-    shares = {layer: [[len(p) for p in heads]] for layer, heads in kept.items()}  # (B=1, H_kv)
-    assert any(len(set(s[0])) > 1 for s in shares.values())  # the split really is uneven
+    if uneven:  # a random model's heads score alike: make head 0 the one that matters
+        for s in scores["h"].values():
+            s[0] *= 100.0
+    kept = select_positions(scores["h"], h2o, 40, 0.5, None, policy, 0.2)
     c = compress(cache, kept, 40, sliding, scores=scores["h"])
     decode(model, _Tok(), [c], q, 5, eviction=[(10, False)])
     assert len(seen) == 5
+    return {layer: [[len(p) for p in heads]] for layer, heads in kept.items()}, seen  # (B=1, H_kv)
+
+
+def test_h2o_online_keeps_the_logical_cache_at_budget(monkeypatch):
+    _, seen = _h2o_online_counts(monkeypatch, "uniform")
+    assert all(count == [[20, 20]] for step in seen for count in step.values())
+
+
+def test_h2o_online_keeps_each_heads_adaptive_share(monkeypatch):
+    """Under an adaptive budget, eviction keeps every head at the share compression gave it (the layer total
+    stays at n_kept x heads); it does not trim the larger heads to n_kept."""
+    shares, seen = _h2o_online_counts(monkeypatch, "adaptive", uneven=True)
+    assert any(len(set(s[0])) > 1 for s in shares.values())  # the split really is uneven
     assert all(step[layer] == shares[layer] for step in seen for layer in step)
     assert all(sum(step[layer][0]) == 20 * 2 for step in seen for layer in step)
 
