@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness.plan import UsageError
-    from harness.results import CorruptResultFile
+    from harness.results import ResultsError
     from harness.run import run
 
     try:
         run(cfg)
-    except (UsageError, CorruptResultFile) as exc:
+    except (UsageError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

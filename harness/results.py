@@ -3,7 +3,7 @@
 A run appends rows in part files ``part-<job>-<writer>-<seq>.parquet`` (written to a temporary name, then
 renamed, so an interrupted run never leaves half a file; ``<writer>`` is random per run, so a rerun under the
 same job name never overwrites what an earlier run wrote); at the end the job's parts are merged into one
-``part-<job>.parquet`` (``part-<job>-<writer>.parquet`` when an earlier run already holds that name). Readers
+``part-<job>.parquet`` (``part-<job>-<writer>.parquet`` when an earlier or concurrent run holds that name). Readers
 de-duplicate on (run_id, sample_id), so even a kill between writing the merged file and deleting its parts never
 shows a row twice, and they list the folder again when a part file vanishes under them (another job merging its
 parts while this one reads: parallel jobs of a multirun share one folder). A rerun skips the (run_id, sample_id)
@@ -132,16 +132,33 @@ class ResultWriter:
         self.flush()
         if not self.parts:
             return None
-        final = self.folder / f"part-{self.job}.parquet"
-        if final.exists():  # an earlier run of this job: keep its rows, take a name of our own
-            final = self.folder / f"part-{self.job}-{self.writer}.parquet"
         if len(self.parts) == 1:
-            os.replace(self.parts[0], final)
-            self.parts = []
-            return final
-        merged = pd.concat([_read(p) for p in self.parts], ignore_index=True)
-        _write_atomic(merged, final)
+            src = self.parts[0]
+        else:
+            src = self.folder / f".part-{self.job}-{self.writer}.merged.tmp"
+            _write_atomic(pd.concat([_read(p) for p in self.parts], ignore_index=True), src)
+        final = self._claim(src)
         for p in self.parts:
             p.unlink(missing_ok=True)
+        src.unlink(missing_ok=True)
         self.parts = []
         return final
+
+    def _claim(self, src: Path) -> Path:
+        """Link ``src`` as ``part-<job>.parquet``, or ``part-<job>-<writer>.parquet`` when an earlier or concurrent
+        run of this job holds that name. A hard link never replaces an existing file, so two runs of one job
+        ending at once cannot overwrite each other's rows; the rows stay in ``src`` until the link exists."""
+        for final in (self.folder / f"part-{self.job}.parquet", self.folder / f"part-{self.job}-{self.writer}.parquet"):
+            try:
+                os.link(src, final)
+                return final
+            except FileExistsError:
+                continue
+            except OSError:  # a file system without hard links: check, then rename (not atomic between runs)
+                if not final.exists():
+                    os.replace(src, final)
+                    return final
+        raise ResultsError(f"cannot name the merged result file of job {self.job!r} under {self.folder}: both "
+                           f"part-{self.job}.parquet and part-{self.job}-{self.writer}.parquet exist. The rows stay "
+                           f"in this run's part files ({', '.join(p.name for p in self.parts)}), which every reader "
+                           f"includes")

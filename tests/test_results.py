@@ -72,3 +72,29 @@ def test_missing_folder_reads_as_empty_for_runs_and_errors_for_tables(tmp_path):
     assert read_rows(tmp_path / "none").empty and done_keys(tmp_path / "none") == set()
     with pytest.raises(results.ResultsError, match="does not exist"):
         report.load_results(tmp_path / "none")
+
+
+def test_two_runs_of_one_job_ending_together_keep_both(tmp_path):
+    first, second = ResultWriter(tmp_path, "same"), ResultWriter(tmp_path, "same")
+    for w, name in ((first, "x"), (second, "y")):
+        for i in range(2):  # two parts each: the merged file is written, then claimed
+            w.add(_rows(f"{name}{i}", 2))
+            w.flush()
+    a, b = first.close(), second.close()
+    assert a.name == "part-same.parquet" and b.name == f"part-same-{second.writer}.parquet"
+    assert len(read_rows(tmp_path)) == 8
+    assert sorted(p.name for p in results.result_files(tmp_path)) == sorted([a.name, b.name])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no merged temporary left behind
+
+
+def test_a_taken_name_keeps_the_rows_in_the_part_files(tmp_path):
+    w = ResultWriter(tmp_path, "j")
+    w.add(_rows("z", 3))
+    w.flush()
+    for name in ("part-j.parquet", f"part-j-{w.writer}.parquet"):
+        other = ResultWriter(tmp_path / "o", "k")
+        other.add(_rows(name, 1))
+        (tmp_path / name).write_bytes(other.close().read_bytes())
+    with pytest.raises(results.ResultsError, match="rows stay in this run's part files"):
+        w.close()
+    assert len(read_rows(tmp_path)) == 5  # 3 of ours (still in their part file) + the 2 files that held the names
