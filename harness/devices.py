@@ -44,8 +44,8 @@ def gpu_names(count: int) -> list[str]:
 
 @contextlib.contextmanager
 def claimed_device(device: str, wait_s: float = WAIT_S) -> Iterator[str]:
-    """``device`` itself, or for ``cuda:free`` the ``cuda:N`` this run holds until the block ends."""
-    check_device(device)
+    """``device`` itself, or for ``cuda:free`` the ``cuda:N`` this run holds until the block ends (``device`` is
+    checked by ``make_plan``, before this)."""
     if device != FREE:
         yield device
         return
@@ -61,7 +61,7 @@ def claimed_device(device: str, wait_s: float = WAIT_S) -> Iterator[str]:
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     names = gpu_names(count)
-    waiting_since = None
+    announced = False
     while True:
         for index, name in enumerate(names):
             handle = open(folder / f"gpu-{name}.lock", "a+")
@@ -81,8 +81,8 @@ def claimed_device(device: str, wait_s: float = WAIT_S) -> Iterator[str]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
                 handle.close()
             return
-        if waiting_since is None:
-            waiting_since = time.time()
+        if not announced:
+            announced = True
             print(f"[kvbench] device=cuda:free: all {count} GPUs are held by other runs (locks in {folder}); waiting",
                   file=sys.stderr)
         time.sleep(wait_s)

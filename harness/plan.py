@@ -190,7 +190,11 @@ def _count(cfg, key: str, what: str, minimum: int = 1, nullable: bool = True) ->
 def check_run_options(cfg) -> None:
     """The run-wide options, checked before any weights load."""
     from harness.attention import BASES
+    from harness.devices import check_device
 
+    if cfg.get("decode_batch_size", 1) < 1:
+        raise UsageError("decode_batch_size must be >= 1")
+    check_device(str(cfg.get("device", "auto")))
     if cfg.get("attn_impl", "sdpa") not in BASES:
         raise UsageError(f"attn_impl={cfg.get('attn_impl')!r} is unknown; choose one of {', '.join(BASES)}")
     if cfg.get("dtype", "auto") not in DTYPES:
@@ -218,10 +222,5 @@ def make_plan(cfg) -> Plan:
             f"Models that fit: {', '.join(fit) if fit else 'none configured'}; or pick a shorter task "
             f"({', '.join(n for n in task_config_names() if n.startswith(task_name.split('_')[0]))})."
         )
-    if cfg.get("decode_batch_size", 1) < 1:
-        raise UsageError("decode_batch_size must be >= 1")
-    from harness.devices import check_device
-
-    check_device(str(cfg.get("device", "auto")))
     check_run_options(cfg)
     return Plan(spec, window, task_name, task, task_params, cells, shard)

@@ -53,9 +53,10 @@ def main(argv: list[str]) -> None:
 
     keys = {a.split("=", 1)[0] for a in argv}
     t0 = time.time()
-    rows = run(compose([d for d in DEMO if d.split("=", 1)[0] not in keys] + argv))
+    cfg = compose([d for d in DEMO if d.split("=", 1)[0] not in keys] + argv)
+    rows = run(cfg)
     print(f"[demo] sweep finished in {time.time() - t0:.0f}s", file=sys.stderr)
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")), OUT)
+    out = str(cfg.output_dir)
     for script in ("make_tables.py", "make_figures.py"):
         subprocess.run([sys.executable, str(ROOT / "scripts" / script), out, "--out", out], check=True, cwd=ROOT)
     print(f"[demo] {compare_with_reference(rows)}", file=sys.stderr)

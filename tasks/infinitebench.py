@@ -279,6 +279,15 @@ def kvpress_prompt(task: str, eg: dict) -> tuple[str, str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ metric
+def _blank(pred: str, chars: list[str]) -> str:
+    """Each of ``chars`` -> a space, then runs of spaces -> one (the official cleaning)."""
+    for c in chars:
+        pred = pred.replace(c, " ")
+    while "  " in pred:
+        pred = pred.replace("  ", " ")
+    return pred
+
+
 def _first_int(prediction: str) -> str:
     for piece in re.split("[^0-9]", prediction):
         if piece != "":
@@ -302,9 +311,7 @@ def score_first_int(pred: str, answers: list[str]) -> bool:
 
 def score_kv_retrieval(pred: str, answers: list[str]) -> bool:
     """The label is one of the words after ``\\n : " ' . , ? ! { }`` become spaces (hyphens, brackets stay)."""
-    for c in ["\n", ":", '"', "'", ".", ",", "?", "!", "{", "}"]:
-        pred = pred.replace(c, " ")
-    return answers[0] in pred.split()
+    return answers[0] in _blank(pred, ["\n", ":", '"', "'", ".", ",", "?", "!", "{", "}"]).split()
 
 
 def score_math_find(pred: str, answers: list[str]) -> bool:
@@ -326,10 +333,7 @@ def score_math_find(pred: str, answers: list[str]) -> bool:
 def score_code_run(pred: str, answers: list[str]) -> bool:
     """The last word (after ``\\n . ` ' " :`` become spaces) parsed as an int equals the label."""
     label = _to_number(answers[0])
-    pred = pred.strip()
-    for c in ["\n", ".", "`", "'", '"', ":"]:
-        pred = pred.replace(c, " ")
-    words = pred.split()
+    words = _blank(pred.strip(), ["\n", ".", "`", "'", '"', ":"]).split()
     if not words:
         return False
     try:
@@ -340,15 +344,6 @@ def score_code_run(pred: str, answers: list[str]) -> bool:
 
 _LAST_LETTER_AJ = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)")  # no DOTALL: the lookahead stops at a newline
 _LAST_LETTER_AD = re.compile(r"\b[A-D]\b(?!.*\b[A-D]\b)")
-
-
-def _blank(pred: str, chars: list[str]) -> str:
-    """Each of ``chars`` -> a space, then runs of spaces -> one (the official cleaning)."""
-    for c in chars:
-        pred = pred.replace(c, " ")
-    while "  " in pred:
-        pred = pred.replace("  ", " ")
-    return pred
 
 
 def _after_prefix(pred: str, prefixes: list[str]) -> str | None:
