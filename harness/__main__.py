@@ -13,10 +13,11 @@ def main(cfg: DictConfig) -> None:
     from harness.plan import UsageError
     from harness.results import ResultsError
     from harness.run import run
+    from tasks.base import DataMissing
 
     try:
         run(cfg)
-    except (UsageError, ResultsError) as exc:
+    except (UsageError, ResultsError, DataMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -34,6 +34,7 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
 def run(cfg) -> pd.DataFrame:
     """Run the configuration; return this run's rows (already on disk and those added)."""
     plan = make_plan(cfg)  # every config error surfaces here, before weights load
+    plan.task.check_data()  # missing or unreadable data: one DataMissing message, before weights load
     from harness.devices import claimed_device
 
     with claimed_device(cfg.device) as device:  # cuda:free -> the GPU this run holds until it ends

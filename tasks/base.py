@@ -42,6 +42,14 @@ class Task:
         """
         raise NotImplementedError
 
+    def check_data(self) -> None:
+        """Check, before any model loads, that the suite's data can be read (no tokenizer needed).
+
+        Raise :class:`DataMissing` with one message that says what to fetch and where when none of the selected
+        sub-tasks can be read. Sub-tasks that can be read may still be reported as skipped by ``load``. Suites
+        whose data is generated or checked only by ``load`` keep this default (nothing to check).
+        """
+
     # ---------------------------------------------------------------- metric
     def score(self, record: Record, prediction: str) -> float:
         """The official metric of ``record.metric`` for one prediction, on a 0..100 scale."""
