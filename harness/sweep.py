@@ -259,6 +259,7 @@ class SweepRunner:
             "decode_batch_size": int(batch),
             "peak_mem_bytes": int(peak),
         }
+        row["data_source"] = str(rec.extra.get("data_source", ""))  # the file or hub set the record came from
         for key in ("depth", "needle_start", "needle_end"):
             if key in rec.extra:
                 row[key] = rec.extra[key]

@@ -622,6 +622,17 @@ class Ruler(Task):
             return _Gen(None, lo=lo, cap=len(data.docs), per_sample_search=True, n_available=len(data.qas))
         raise ValueError(task)
 
+    def _data_source(self, task: str) -> str:
+        """Where a sub-task's data came from (recorded in every row): the file or hub set it was read from, or
+        ``generated`` for the tasks that need no data."""
+        fam = task_family(task)
+        if fam == "qa":
+            return self._qa("squad" if task == "qa_1" else "hotpotqa").source
+        if fam == "niah" and NIAH_TASKS[task]["haystack"] == "essay":
+            self._essay_words()
+            return self._cache["essay"][1]
+        return "generated"
+
     def _vt_icl_noise(self, tokenizer, seed: int) -> int:
         """Noise paragraphs of the in-context example: the largest multiple of 5 whose example (plain text, with
         its answer) plus tokens_to_generate fits 500 tokens, as variable_tracking.py sizes it."""
@@ -702,6 +713,7 @@ class Ruler(Task):
             self._cache[probe_key] = (best, slope)
         n_star, slope = self._cache[probe_key]
 
+        source = self._data_source(task)
         out = []
         for idx in wanted:
             count = counter_for(idx)
@@ -719,7 +731,7 @@ class Ruler(Task):
                 context_id=sid, sample_id=sid, suite="ruler", task=task, context=s.context, question=s.question,
                 answers=list(s.answers), max_new_tokens=ttg, metric=metric_of(task), answer_prefix=s.answer_prefix,
                 chat_template=self.chat_template, length_bucket=self.length,
-                extra={**s.extra, "prompt_tokens": n_tok, "length": self.length},
+                extra={**s.extra, "prompt_tokens": n_tok, "length": self.length, "data_source": source},
             ))
         return out
 

