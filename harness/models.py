@@ -172,6 +172,26 @@ def _resource(ref: str) -> Path:
     return Path(list(found.submodule_search_locations)[0]) / rel
 
 
+def _part_check(ref: str, path: Path) -> tuple[str, int | None, str | None]:
+    """``(reinstall command, size, sha256 hex)`` of one GGUF chunk as its wheel's RECORD lists it (size and hash
+    None when the RECORD does not list the file), so a truncated or corrupt chunk names the package to reinstall."""
+    import base64
+    from importlib import metadata
+
+    top, _, rel = ref.partition("/")
+    for dist_name in metadata.packages_distributions().get(top, []):
+        dist = metadata.distribution(dist_name)
+        hint = f"pip install --force-reinstall --no-deps {dist.metadata['Name']}=={dist.version}"
+        for f in dist.files or []:
+            if f.as_posix() == f"{top}/{rel}":
+                digest = None
+                if f.hash is not None and f.hash.mode == "sha256":
+                    digest = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
+                return hint, f.size, digest
+        return hint, None, None
+    return f"pip install --force-reinstall {top}", None, None
+
+
 def _assemble_split(spec: ModelSpec) -> Path:
     """A GGUF shipped in chunks (``gguf_split: true``, ``gguf_sha256``): assembled once into the cache directory
     (``<cache>/gguf/<sha256[:12]>/<gguf_file>``) and verified against the SHA-256 before it is used.
@@ -192,16 +212,35 @@ def _assemble_split(spec: ModelSpec) -> Path:
     try:
         parts = spec.extra.get("gguf_parts")
         if parts:
-            paths = [_resource(str(ref)) for ref in parts]
-            missing = [str(p) for p in paths if not p.exists()]
+            try:
+                paths = [_resource(str(ref)) for ref in parts]
+            except FileNotFoundError as exc:
+                paths = []
+                missing = [str(exc)]
+            else:
+                missing = [str(p) for p in paths if not p.exists()]
             if missing:
                 hint = spec.install_hint or f"pip install {spec.package}"
-                raise FileNotFoundError(f"model {spec.name!r}: missing GGUF chunks {missing}; run `{hint}`")
+                raise RuntimeError(f"model {spec.name!r}: missing GGUF chunks {missing}; run `{hint}`")
+            checks = [_part_check(str(ref), path) for ref, path in zip(parts, paths)]
+            for path, (hint, size, _) in zip(paths, checks):  # a truncated chunk, before reading anything
+                if size is not None and path.stat().st_size != size:
+                    raise RuntimeError(
+                        f"model {spec.name!r}: GGUF chunk {path} has {path.stat().st_size} bytes, its package "
+                        f"installed {size}; reinstall it: {hint}"
+                    )
             with tmp.open("wb") as out:
-                for path in paths:
+                for path, (hint, _, digest) in zip(paths, checks):
+                    part_hash = hashlib.sha256()
                     with path.open("rb") as f:
                         while block := f.read(1 << 20):
+                            part_hash.update(block)
                             out.write(block)
+                    if digest is not None and part_hash.hexdigest() != digest:
+                        raise RuntimeError(
+                            f"model {spec.name!r}: GGUF chunk {path} is corrupt (its SHA-256 differs from the one "
+                            f"its package installed); reinstall it: {hint}"
+                        )
         else:
             _package_dir(spec)  # a clear install hint when the package is missing
             package = importlib.import_module(spec.package)  # the assembler imports nothing heavy

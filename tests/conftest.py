@@ -23,6 +23,11 @@ TINY_ARCHS = {
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=49152,
         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=2,
     ),
+    "qwen2": dict(  # Qwen2.5: attention biases on q/k/v, no QK-norm (the qwen2.5-coder models)
+        model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=49152,
+        max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ),
     "gemma3": dict(
         model_type="gemma3_text", hidden_size=64, intermediate_size=128, num_hidden_layers=6,
         num_attention_heads=4, num_key_value_heads=1, head_dim=16, vocab_size=49152,
