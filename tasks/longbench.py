@@ -22,7 +22,7 @@ LongBench-E uses the ``<task>_e`` files / configs. Two row layouts are understoo
 
 A row of neither layout, or a kvpress row whose text is not the official prompt of its task, stops the run
 with one message (``LayoutError``) naming the fields found and expected. Each record's ``extra`` holds
-``layout`` and ``source`` (file or hub id).
+``layout`` and ``data_source`` (the file, zip member or hub config, and the layout; result rows record it).
 
 Prompt: the official ``dataset2prompt.json`` template split at ``{context}``: the text up to and including
 the context is the record's ``context`` (prefilled, compressed), the rest with ``{input}`` filled is its
@@ -385,7 +385,7 @@ class LongBench(Task):
                         "language": row.get("language"),
                         "category": TASK_CATEGORY[task],
                         "layout": row["layout"],  # official | kvpress (row_layout)
-                        "source": row["source"],  # file, zip member or hub config the row came from
+                        "data_source": f"{row['source']} ({row['layout']} layout)",  # file / zip member / hub config
                     },
                 ))
         self._read_cache.clear()  # rows are not kept once the records exist

@@ -345,7 +345,8 @@ def test_both_layouts_render_the_official_prompt(tmp_path, case):
         t = make_task("longbench", data_dir=str(tmp_path / layout), tasks=[task])
         t.check_data()
         (recs[layout],) = t.load(None, None, 0).records
-        assert recs[layout].extra["layout"] == layout and str(tmp_path / layout) in recs[layout].extra["source"]
+        assert recs[layout].extra["layout"] == layout and str(tmp_path / layout) in recs[layout].extra["data_source"]
+        assert recs[layout].extra["data_source"].endswith(f"({layout} layout)")
         prompt = _prompt(recs[layout])
         assert prompt == expected  # string for string what pred.py feeds the model
         question = _official(case)["input"].removesuffix("Type:").removesuffix("Summary:").strip()
@@ -380,7 +381,8 @@ def test_kvpress_hub_rows_default_hub_and_longbench_e(monkeypatch):
     assert asked == [("Xnhyacinth/LongBench", "hotpotqa_e", "test")]  # read once: check_data, then load
     assert [r.length_bucket for r in recs] == [0, 4000, 8000]
     for r in recs:
-        assert r.extra["layout"] == "kvpress" and r.extra["source"] == "hub Xnhyacinth/LongBench config hotpotqa_e"
+        assert r.extra["layout"] == "kvpress"
+        assert r.extra["data_source"] == "hub Xnhyacinth/LongBench config hotpotqa_e (kvpress layout)"
         assert _prompt(r) == "[INST]" + CASES["hotpotqa"][3] + "[/INST]"
 
 
