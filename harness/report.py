@@ -378,20 +378,33 @@ def fmt_r(r: float) -> str:
 
 
 def bucket_label(suite: str, bucket: int, all_buckets: list[int]) -> str:
-    """"4k" for 4096; LongBench-E lower bounds become ranges ("0-4k", "4-8k", "8k+")."""
+    """"4k" for 4096, or the name the suite gives its bucket (``Task.bucket_names``: LongBench-E's "0-4k",
+    "4-8k", "8k+"), the same in the CLI summary, the tables and the figures whichever buckets a run holds.
+    ``all_buckets`` is kept for callers; labels no longer depend on it."""
     if bucket == NO_BUCKET:
         return "all"
+    named = suite_bucket_names(suite)
+    if bucket in named:
+        return named[bucket]
+    for unit in (1024, 1000):
+        if bucket and bucket % unit == 0:
+            return f"{bucket // unit}k"
+    return str(bucket)
 
-    def k(v: int) -> str:
-        for unit in (1024, 1000):
-            if v and v % unit == 0:
-                return f"{v // unit}k"
-        return str(v)
 
-    if suite == "longbench_e" and all_buckets:
-        ups = sorted(b for b in all_buckets if b > bucket)
-        return f"{k(bucket) if bucket else '0'}-{k(ups[0])}" if ups else f"{k(bucket)}+"
-    return k(bucket)
+_BUCKET_NAMES: dict[str, dict[int, str]] = {}
+
+
+def suite_bucket_names(suite: str) -> dict[int, str]:
+    """The suite's ``bucket_names`` from the task registry ({} when it has none or cannot be built)."""
+    if suite not in _BUCKET_NAMES:
+        try:
+            from tasks import make_task
+
+            _BUCKET_NAMES[suite] = dict(getattr(make_task(suite), "bucket_names", None) or {})
+        except Exception:  # noqa: BLE001 - missing module, data-dependent constructor...: plain labels
+            _BUCKET_NAMES[suite] = {}
+    return _BUCKET_NAMES[suite]
 
 
 LB_TASK_ORDER = [  # LongBench's category order (single-doc QA, multi-doc QA, summarisation, few-shot, synthetic, code)

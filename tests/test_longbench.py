@@ -225,3 +225,284 @@ def test_score_and_headline():
     assert task.headline({"qasper": 50, "hotpotqa": 30, "lcc": 60, "repobench-p": 40}) == pytest.approx(130 / 3)
     # LongBench-E keys with a bucket suffix are averaged per task first
     assert make_task("longbench_e").headline({"lcc/0-4k": 40, "lcc/4-8k": 60, "qasper": 20}) == pytest.approx(35)
+
+
+# ------------------------------------------------------------- layouts: official jsonl vs kvpress's processed set
+# Expected prompts are the official pred.py's ``dataset2prompt[task].format(**row)``, written out by hand; chat tasks
+# then go through pred.py's ``build_chat`` (llama2 form ``[INST]{prompt}[/INST]``, mimicked by ``Llama2Chat``).
+# kvpress rows are what kvpress's create_huggingface_dataset.py makes of the same official rows (docs/tasks/longbench.md).
+HOTPOT_RULE = "Answer the question based on the given passages. Only give me the answer and do not output any other words."
+PASSAGES = "Passage 1:\nAlice Smith\nAlice Smith wrote The Blue Book in 1901.\n\nPassage 2:\nBob\nBob is a painter."
+REPORT = "The agency reviewed 12 programs.\nIt found two of them over budget."
+TREC_SHOTS = "Question: Who invented the telephone ?\nType: Individual\nQuestion: What is a fjord ?\nType: Definition of something"
+DIALOGUES = "Dialogue: Ann: Lunch?\nBob: Sure.\nSummary: Ann and Bob will have lunch.\n\n"
+CODE = "def add(a, b):\n    return a + b\n\ndef mul(a, b):\n"
+PARAS = "Paragraph 1: The Nile is long.\n\nParagraph 2: Mars is red."
+PR_ASK = 'Please enter the number of the paragraph that the abstract is from. The answer format must be like "Paragraph 1", "Paragraph 2", etc.'
+
+CASES = {  # name: (task, official row, kvpress row, expected prompt before any chat template)
+    "hotpotqa": (
+        "hotpotqa",
+        {"input": "Who wrote The Blue Book?", "context": PASSAGES},
+        {"context": HOTPOT_RULE + "\n\nThe following are given passages.\n" + PASSAGES + "\n\n" + HOTPOT_RULE + "\n\n",
+         "question": "Question: Who wrote The Blue Book?\n", "answer_prefix": "Answer:"},
+        HOTPOT_RULE + "\n\nThe following are given passages.\n" + PASSAGES + "\n\n" + HOTPOT_RULE
+        + "\n\nQuestion: Who wrote The Blue Book?\nAnswer:",
+    ),
+    "gov_report": (  # no {input} in the template
+        "gov_report",
+        {"input": "", "context": REPORT},
+        {"context": "You are given a report by a government agency. Write a one-page summary of the report.\n\nReport:\n"
+         + REPORT + "\n\n", "question": "Now, write a one-page summary of the report.\n\n", "answer_prefix": "Summary:"},
+        "You are given a report by a government agency. Write a one-page summary of the report.\n\nReport:\n" + REPORT
+        + "\n\nNow, write a one-page summary of the report.\n\nSummary:",
+    ),
+    "passage_retrieval_en": (
+        "passage_retrieval_en",
+        {"input": "A river in Africa.", "context": PARAS},
+        {"context": "Here are 30 paragraphs from Wikipedia, along with an abstract. Please determine which paragraph the "
+         "abstract is from.\n\n" + PARAS + "\n\nThe following is an abstract.\n\n",
+         "question": "A river in Africa.\n\n" + PR_ASK + "\n\n", "answer_prefix": "The answer is: "},
+        "Here are 30 paragraphs from Wikipedia, along with an abstract. Please determine which paragraph the abstract is "
+        "from.\n\n" + PARAS + "\n\nThe following is an abstract.\n\nA river in Africa.\n\n" + PR_ASK + "\n\nThe answer is: ",
+    ),
+    "trec": (  # no chat template; kvpress cut "Type:" off the input into answer_prefix
+        "trec",
+        {"input": "Question: What is the capital of Peru ?\nType:", "context": TREC_SHOTS},
+        {"context": "Please determine the type of the question below. Here are some examples of questions.\n\n"
+         + TREC_SHOTS + "\n", "question": "Question: What is the capital of Peru ?\n", "answer_prefix": "Type:"},
+        "Please determine the type of the question below. Here are some examples of questions.\n\n" + TREC_SHOTS
+        + "\nQuestion: What is the capital of Peru ?\nType:",
+    ),
+    "samsum": (
+        "samsum",
+        {"input": "Dialogue: Tom: Late again.\nSue: Sorry!\nSummary:", "context": DIALOGUES},
+        {"context": "Summarize the dialogue into a few short sentences. The following are some examples.\n\n" + DIALOGUES
+         + "\n\n", "question": "Dialogue: Tom: Late again.\nSue: Sorry!\n", "answer_prefix": "Summary:"},
+        "Summarize the dialogue into a few short sentences. The following are some examples.\n\n" + DIALOGUES
+        + "\n\nDialogue: Tom: Late again.\nSue: Sorry!\nSummary:",
+    ),
+    "samsum_nothing_cut": (  # input ends "Summary: " (a space): kvpress's removesuffix("Summary:") cut nothing
+        "samsum",
+        {"input": "Dialogue: Tom: Late again.\nSue: Sorry!\nSummary: ", "context": DIALOGUES},
+        {"context": "Summarize the dialogue into a few short sentences. The following are some examples.\n\n" + DIALOGUES
+         + "\n\n", "question": "Dialogue: Tom: Late again.\nSue: Sorry!\nSummary: ", "answer_prefix": "Summary:"},
+        "Summarize the dialogue into a few short sentences. The following are some examples.\n\n" + DIALOGUES
+        + "\n\nDialogue: Tom: Late again.\nSue: Sorry!\nSummary: ",
+    ),
+    "lcc": (  # no {input}, empty question
+        "lcc",
+        {"input": "", "context": CODE},
+        {"context": "Please complete the code given below. \n" + CODE, "question": "",
+         "answer_prefix": "Next line of code:\n"},
+        "Please complete the code given below. \n" + CODE + "Next line of code:\n",
+    ),
+}
+CHAT_TASKS = {"hotpotqa", "gov_report", "passage_retrieval_en"}  # pred.py: build_chat for all but trec, triviaqa, ...
+
+
+class Llama2Chat:
+    """A tokenizer stand-in whose chat template is pred.py's llama2 ``build_chat``: ``[INST]{prompt}[/INST]``."""
+
+    chat_template = "[INST]{{ messages[0]['content'] }}[/INST]"
+
+    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False, **kw):
+        assert len(messages) == 1 and messages[0]["role"] == "user" and add_generation_prompt and not tokenize
+        return f"[INST]{messages[0]['content']}[/INST]"
+
+
+def _meta(i: int, task: str) -> dict:
+    return {"answers": [f"answer {i}"], "length": 3000 + i, "all_classes": ["Location", "Human"] if task == "trec" else None,
+            "language": "en", "_id": f"id-{task}-{i}", "dataset": task}
+
+
+def _official(case: str) -> dict:
+    task, off, _, _ = CASES[case]
+    return {**off, **_meta(0, task)}
+
+
+def _kvpress(case: str) -> dict:
+    task, _, kv, _ = CASES[case]
+    return {**kv, **_meta(0, task), "task": task, "max_new_tokens": load_json("longbench_dataset2maxlen.json")[task] + 20}
+
+
+def _prompt(rec) -> str:
+    from harness.protocol import render_parts
+
+    return "".join(render_parts(Llama2Chat(), rec))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_both_layouts_render_the_official_prompt(tmp_path, case):
+    task, _, _, expected = CASES[case]
+    if task in CHAT_TASKS:
+        expected = f"[INST]{expected}[/INST]"
+    _write_jsonl(tmp_path / "official" / f"{task}.jsonl", [_official(case)])
+    (tmp_path / "kvpress" / task).mkdir(parents=True)  # kvpress's set downloaded: <task>/test-*.parquet
+    pd.DataFrame([_kvpress(case)]).to_parquet(tmp_path / "kvpress" / task / "test-00000-of-00001.parquet")
+    recs = {}
+    for layout in ("official", "kvpress"):
+        t = make_task("longbench", data_dir=str(tmp_path / layout), tasks=[task])
+        t.check_data()
+        (recs[layout],) = t.load(None, None, 0).records
+        assert recs[layout].extra["layout"] == layout and str(tmp_path / layout) in recs[layout].extra["data_source"]
+        assert recs[layout].extra["data_source"].endswith(f"({layout} layout)")
+        prompt = _prompt(recs[layout])
+        assert prompt == expected  # string for string what pred.py feeds the model
+        question = _official(case)["input"].removesuffix("Type:").removesuffix("Summary:").strip()
+        if question:
+            assert prompt.count(question) == 1  # the question once (it was dropped from kvpress rows)
+        document = CASES[case][1]["context"]
+        instruction = expected.removeprefix("[INST]")[: expected.removeprefix("[INST]").index(document)]
+        assert prompt.count(instruction) == 1  # the instruction once (it was prepended twice to kvpress rows)
+    official, kvpress = recs["official"], recs["kvpress"]
+    # same split at the document, so the same compression, context id and decode on either layout
+    assert (official.context, official.question, official.answer_prefix, official.context_id) == (
+        kvpress.context, kvpress.question, kvpress.answer_prefix, kvpress.context_id)
+    assert official.context.endswith(CASES[case][1]["context"])
+    assert official.max_new_tokens == kvpress.max_new_tokens == load_json("longbench_dataset2maxlen.json")[task]
+    assert official.chat_template == kvpress.chat_template == (task in CHAT_TASKS)
+
+
+def test_kvpress_hub_rows_default_hub_and_longbench_e(monkeypatch):
+    import tasks.longbench as LB
+
+    asked = []
+
+    def fake_hub_rows(repo, config, split):
+        asked.append((repo, config, split))
+        row = _kvpress("hotpotqa")
+        return [{**row, "length": n, "_id": f"e{n}"} for n in (1000, 5000, 9000)]
+
+    monkeypatch.setattr(LB, "hub_rows", fake_hub_rows)
+    task = make_task("longbench_e", tasks=["hotpotqa"])
+    task.check_data()
+    recs = sorted(task.load(None, None, 0).records, key=lambda r: r.extra["length"])
+    assert asked == [("Xnhyacinth/LongBench", "hotpotqa_e", "test")]  # read once: check_data, then load
+    assert [r.length_bucket for r in recs] == [0, 4000, 8000]
+    for r in recs:
+        assert r.extra["layout"] == "kvpress"
+        assert r.extra["data_source"] == "hub Xnhyacinth/LongBench config hotpotqa_e (kvpress layout)"
+        assert _prompt(r) == "[INST]" + CASES["hotpotqa"][3] + "[/INST]"
+
+
+@pytest.mark.parametrize(
+    "row, found",
+    [
+        ({"prompt": "p", "answer": "a"}, "answer, prompt"),  # neither layout
+        ({**_official("hotpotqa"), "question": "q", "answer_prefix": "A:"}, "answer_prefix"),  # both at once
+        ({"context": "c", "question": "q", "answers": ["a"]}, "answers, context, question"),  # kvpress without prefix
+    ],
+)
+def test_row_of_neither_layout_is_one_clear_error(tmp_path, row, found):
+    from tasks.longbench import LayoutError
+
+    _write_jsonl(tmp_path / "hotpotqa.jsonl", [_official("hotpotqa"), row])
+    task = make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa"])
+    with pytest.raises(LayoutError) as e:
+        task.check_data()  # before any model loads
+    msg = str(e.value)
+    assert "\n" not in msg and "hotpotqa.jsonl row 1: a row with fields " in msg and found in msg
+    assert "input, context, answers" in msg and "context, question, answer_prefix, answers" in msg
+    assert isinstance(e.value, DataMissing)  # the CLI prints it as one error: line
+
+
+@pytest.mark.parametrize(
+    "change, what",
+    [
+        ({"context": PASSAGES}, "context"),  # the instruction is not in the context: not kvpress's rendering
+        ({"question": "Who wrote The Blue Book?"}, "question + answer_prefix"),  # no "Question: " label
+        ({"answer_prefix": "A:"}, "question + answer_prefix"),
+        ({"task": "musique"}, "task 'musique'"),
+    ],
+)
+def test_kvpress_row_that_is_not_the_official_prompt_is_refused(tmp_path, change, what):
+    from tasks.longbench import LayoutError
+
+    _write_jsonl(tmp_path / "hotpotqa.jsonl", [{**_kvpress("hotpotqa"), **change}])
+    with pytest.raises(LayoutError, match="row 0") as e:
+        make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa"]).check_data()
+    assert what in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_file_is_one_clear_error(tmp_path):
+    from tasks.longbench import LayoutError
+
+    (tmp_path / "lcc.jsonl").write_text('{"input": "", "context": "x"\n', encoding="utf-8")
+    with pytest.raises(LayoutError, match="lcc.jsonl cannot be read") as e:
+        make_task("longbench", data_dir=str(tmp_path), tasks=["lcc"]).check_data()
+    assert "\n" not in str(e.value)
+
+
+def test_check_data_names_each_reason_once(tmp_path, monkeypatch):
+    import tasks.longbench as LB
+
+    with pytest.raises(DataMissing) as e:
+        make_task("longbench", data_dir=str(tmp_path)).check_data()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.count("looked for") == 1 and len(msg) < 1200, msg
+    assert all(t in msg for t in EN_TASKS) and "data.zip" in msg and "docs/tasks/longbench.md" in msg
+
+    calls = []
+
+    def offline(repo, config, split):
+        calls.append(config)
+        raise ConnectionError(f"the Hugging Face hub is not reachable (needed for {repo})")
+
+    monkeypatch.setattr(LB, "hub_rows", offline)
+    with pytest.raises(DataMissing) as e:
+        make_task("longbench").check_data()
+    msg = str(e.value)
+    assert calls == ["narrativeqa"]  # tried once, not 16 times
+    assert msg.count("not reachable") == 1 and "config narrativeqa" not in msg and len(msg) < 1200, msg
+    # some tasks present: check_data passes, the others are skipped with a short reason
+    _write_jsonl(tmp_path / "lcc.jsonl", [_official("lcc")])
+    task = make_task("longbench", data_dir=str(tmp_path), tasks=["hotpotqa", "lcc"])
+    task.check_data()
+    data = task.load(None, None, 0)
+    assert [r.task for r in data.records] == ["lcc"] and len(data.skipped["hotpotqa"]) < 300
+
+
+def test_missing_data_stops_the_run_before_weights_load(tmp_path, monkeypatch):
+    import harness.models as HM
+    from harness.run import compose, run
+
+    monkeypatch.setattr(HM, "load_model", lambda *a, **k: pytest.fail("weights loaded before the data check"))
+    cfg = compose(["model=tiny-llama-random", "progress=false", "dtype=float32", "device=cpu", "task=longbench",
+                   f"task.data_dir={tmp_path / 'none'}", f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(DataMissing, match="longbench: no data for 16 task"):
+        run(cfg)
+    _write_jsonl(tmp_path / "bad" / "trec_e.jsonl", [{"prompt": "p"}])
+    cfg = compose(["model=tiny-llama-random", "progress=false", "dtype=float32", "device=cpu", "task=longbench_e",
+                   f"task.data_dir={tmp_path / 'bad'}", f"output_dir={tmp_path / 'out'}", "task.tasks=[trec]"])
+    with pytest.raises(DataMissing, match="neither the official LongBench layout"):
+        run(cfg)
+
+
+def test_longbench_e_bucket_labels_agree_in_summary_and_tables():
+    from harness import report as R
+
+    # one label per bucket whatever buckets a run holds (the CLI summary passed none: "0", "4k", "8k")
+    for buckets in ([], [0, 4000], [0, 4000, 8000], [8000]):
+        assert [R.bucket_label("longbench_e", b, buckets) for b in (0, 4000, 8000)] == ["0-4k", "4-8k", "8k+"]
+    assert R.bucket_label("ruler", 4096, []) == "4k" and R.bucket_label("longbench", R.NO_BUCKET, []) == "all"
+    summ = pd.DataFrame({"model": "m", "suite": "longbench_e", "length_bucket": pd.array([0, 4000, 8000], "Int64"),
+                         "method": "full", "r": 0.0, "score": [1.0, 2.0, 3.0], "n": 1, "complete": True})
+    text = R.format_summary(summ)
+    assert "longbench_e 0-4k" in text and "longbench_e 4-8k" in text and "longbench_e 8k+" in text
+
+
+def test_cli_without_data_ends_with_one_error_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "model=tiny-llama-random", "progress=false", "device=cpu", "task=longbench",
+         f"task.data_dir={tmp_path / 'none'}", f"output_dir={tmp_path / 'out'}"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("error: longbench: no data for 16 task(s)")
+    assert "loaded in" not in out.stderr  # the model never loaded
