@@ -19,6 +19,7 @@ Conventions
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import warnings
@@ -201,21 +202,28 @@ def variants(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------- headlines
-_HEADLINES: dict[str, tuple[Callable[[dict[str, float]], float], bool]] = {}
+Headline = Callable[[dict[str, float], dict[str, int]], float]  # (task -> score, task -> n samples) -> score
+_HEADLINES: dict[str, tuple[Headline, bool]] = {}
 
 
-def _unweighted(task_scores: dict[str, float]) -> float:
+def _unweighted(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
     return sum(task_scores.values()) / max(1, len(task_scores))
 
 
-def headline_fn(suite: str) -> tuple[Callable[[dict[str, float]], float], bool]:
-    """``(fn, official)``: the suite's ``Task.headline`` from the task registry, or the unweighted mean of the
-    tasks with ``official=False`` when the registry cannot build the suite."""
+def headline_fn(suite: str) -> tuple[Headline, bool]:
+    """``(fn, official)``: ``fn(task_scores, counts)`` is the suite's ``Task.headline`` from the task registry
+    (given ``counts``, the samples per task in the cell, when it takes them: suites that weight tasks by
+    samples), or the unweighted mean of the tasks with ``official=False`` when the registry cannot build
+    the suite."""
     if suite not in _HEADLINES:
         try:
             from tasks import make_task
 
-            _HEADLINES[suite] = (make_task(suite).headline, True)
+            head = make_task(suite).headline
+            if "counts" in inspect.signature(head).parameters:
+                _HEADLINES[suite] = (lambda scores, counts: head(scores, counts=counts), True)
+            else:
+                _HEADLINES[suite] = (lambda scores, counts: head(scores), True)
         except Exception:  # noqa: BLE001 - missing module, data-dependent constructor...: fall back
             _HEADLINES[suite] = (_unweighted, False)
     return _HEADLINES[suite]
@@ -273,11 +281,12 @@ def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTST
         tkey = key[:3]
         fn, official = headline_fn(key[1])
         scores = dict(zip(g["task"], g["score"]))
+        counts = {t: int(n) for t, n in zip(g["task"], g["n"])}
         expected = exp[tkey]
         missing = [t for t in expected if t not in scores]
         row = dict(zip(CELL_KEY, key))
         row.update(
-            score=float(fn(scores)) if scores else math.nan,
+            score=float(fn(scores, counts)) if scores else math.nan,
             n=int(g["n"].sum()),
             n_tasks=len(scores),
             n_tasks_expected=len(expected),
@@ -290,7 +299,7 @@ def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTST
             rng = np.random.default_rng(seed)
             boots = {t: _bootstrap_task_means(by_task[key + (t,)]["score"].dropna().to_numpy(float), rng,
                                               resamples) for t in sorted(scores)}
-            vals = np.array([fn({t: float(boots[t][b]) for t in boots}) for b in range(resamples)]) \
+            vals = np.array([fn({t: float(boots[t][b]) for t in boots}, counts) for b in range(resamples)]) \
                 if boots else np.array([math.nan])
             lo, hi = (float(x) for x in np.percentile(vals, [2.5, 97.5]))
             row.update(ci_lo=lo, ci_hi=hi)

@@ -55,8 +55,12 @@ class Task:
         """The official metric of ``record.metric`` for one prediction, on a 0..100 scale."""
         raise NotImplementedError
 
-    def headline(self, task_scores: dict[str, float]) -> float:
-        """The suite's headline number from per-sub-task scores (default: unweighted mean)."""
+    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+        """The suite's headline number from per-sub-task scores (default: unweighted mean).
+
+        ``counts`` (sub-task -> samples behind its score) is what the tables pass to a headline that takes it;
+        suites whose official number weights samples (MMLU-Pro) use it, others may leave it out.
+        """
         return sum(task_scores.values()) / max(1, len(task_scores))
 
 

@@ -1,32 +1,44 @@
-"""MMLU-Pro (TIGER-Lab, arXiv 2406.01574): ``mmlu_pro``.
+"""MMLU-Pro (TIGER-Lab, arXiv 2406.01574): ``mmlu_pro``. Full description: docs/tasks/mmlu_pro.md.
 
 Data: hub ``TIGER-Lab/MMLU-Pro`` (test 12,032 questions, validation 70), or ``data_dir`` holding the test and
 validation splits as parquet or jsonl: ``<data_dir>/[data/]test.{parquet,jsonl}`` /
 ``validation.{parquet,jsonl}``, or the hub's files ``<data_dir>/data/test-00000-of-00001.parquet`` and
 ``validation-00000-of-00001.parquet`` (any ``test-*``/``validation-*`` shards below ``data_dir``).
+``check_data`` reads both splits before any model loads (and ``load`` reuses them).
 
 Prompt, as the official ``evaluate_from_local.py`` builds it for 5-shot chain of thought:
-``cot_prompt_lib/initial_prompt.txt`` with ``{$}`` replaced by the category, a newline, then the first
-``ntrain`` (5) validation examples of the same category, each ``Question:\\n<q>\\nOptions:\\nA. <opt>\\n...``
-followed by its ``cot_content`` ("A: Let's think step by step." turned into "Answer: ...") and a blank
-line. That header and the examples are the record's ``context`` (identical within a category: one
-``context_id`` per category, compressed once); the test question, its options (N/A options dropped) and
-"Answer: Let's think step by step." are its ``question``. Stop at "Question:", ``max_new_tokens``
-(official 2048). The official script drops examples (k -> k-1) when the prompt exceeds 2048 tokens; here
-the context is fixed per category and the harness truncates its middle instead.
-``chat_template`` (default true) puts the prompt in the user turn (the official local script feeds the raw
-prompt to base models; set it false for that).
+``cot_prompt_lib/initial_prompt.txt`` (the version of 2024-05-23, stored verbatim with its three trailing
+newlines) with ``{$}`` replaced by the category, a newline, then the first ``ntrain`` (5) validation examples of
+the same category, each ``Question:\\n<q>\\nOptions:\\nA. <opt>\\n...`` followed by its ``cot_content``
+("A: Let's think step by step." turned into "Answer: ...") and a blank line. That header and the examples are
+the record's ``context`` (identical within a category: one ``context_id`` per category, compressed once); the
+test question, its options (N/A options dropped) and "Answer: Let's think step by step." are its
+``question``. Stop at "Question:", ``max_new_tokens`` (official 2048). The official script drops examples
+(k -> k-1) when the prompt exceeds 2048 tokens; here the context is fixed per category and the harness
+truncates its middle instead. ``chat_template`` (default true) puts the prompt in the user turn (the official
+local script feeds the raw prompt to base models; set it false for that).
 
 Scoring: the answer letter is extracted as the official script does (``answer is \\(?([A-J])\\)?``, then
 ``.*[aA]nswer:\\s*([A-J])``, then the last standalone letter ``\\b[A-J]\\b(?!.*\\b[A-J]\\b)`` with DOTALL);
-100 if it equals the answer letter. No letter: 0, or, with ``random_guess_on_fail: true``, the official
-variant: ``random.seed(12345); random.randint(0, n_options - 1) == answer_index``.
+100 if it equals the answer letter. No letter: ``random_guess_on_fail`` decides (``GUESS_METRICS``; the record's
+``metric``, and so the result row's, names the rule):
 
-Headline: the official reports overall accuracy weighted by samples, not a mean of categories. From
-per-category scores alone, ``headline`` weights each category by ``counts`` when given (the number of rows
-each category has in the run: that is exactly the per-sample mean), else by the counts of the categories in
-the last ``load()``, else by the full test set's category sizes (exact for a full run; for a subsampled run
-it is the stratified estimate of the full-test accuracy).
+- ``false`` (default), metric ``accuracy``: 0.
+- ``true``, metric ``accuracy_guess``: the current official scripts (since 2025-02-23): ``random.seed(12345)``
+  once per process, then one ``random.randint(0, n_options - 1)`` per unparsable answer, categories in sorted
+  order, questions in test-file order, twice per category (``save_res`` runs twice; the second pass counts).
+  The harness scores each row on its own, so it gives every question its own fixed place in that sequence:
+  the draws the official process makes when *every* question of the selected categories is unparsable
+  (``official_draws``). Identical to the official credits when all answers fail; otherwise the official
+  draw of a question depends on how many earlier questions failed, which one row cannot know.
+- ``reseed``, metric ``accuracy_guess_reseed``: the official scripts before 2025-02-23 (the version in use
+  when the paper's numbers were made): ``random.seed(12345)`` before every draw, so an unparsable answer with
+  ``n`` options always guesses the same index (``reseed_draw``); exact, order-free.
+
+Headline: the official reports overall accuracy weighted by samples, not a mean of categories. ``headline``
+weights each category's score by ``counts`` (the number of rows each category has in the cell, which the
+tables pass: exactly the per-sample mean of the rows present); without ``counts`` it uses the full test
+set's category sizes (exact for a full run).
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ FULL_TEST_COUNTS = {
     "philosophy": 499, "physics": 1299, "psychology": 798,
 }
 CATEGORIES = sorted(FULL_TEST_COUNTS)
+TEST_FIELDS = ("question", "options", "answer", "answer_index", "category")  # what prompts and scoring read
+VAL_FIELDS = ("question", "options", "cot_content", "category")
 
 
 def task_name(category: str) -> str:
@@ -80,10 +94,40 @@ def extract_answer(text: str) -> str | None:
     return m.group(0) if m else None
 
 
-def random_guess_correct(n_options: int, answer_index: int) -> bool:
-    """The official fallback for an unparsable answer: a fresh ``random.seed(12345)`` every time."""
-    rng = random.Random(12345)
-    return rng.randint(0, n_options - 1) == answer_index
+# ------------------------------------------------------------------------------- random guess on failure
+OFFICIAL_SEED = 12345
+# random_guess_on_fail value -> the metric name records (and result rows) carry
+GUESS_METRICS = {False: "accuracy", True: "accuracy_guess", "reseed": "accuracy_guess_reseed"}
+
+
+def guess_mode(value: Any) -> bool | str:
+    """``random_guess_on_fail`` as given (bool, or "true" / "false" / "reseed" from the command line)."""
+    text = str(value).strip().lower() if value is not None else "false"
+    mode = {"false": False, "0": False, "true": True, "1": True, "reseed": "reseed"}.get(text)
+    if mode is None:
+        raise ValueError(f"random_guess_on_fail must be false, true or reseed (got {value})")
+    return mode
+
+
+def reseed_draw(n_options: int) -> int:
+    """The draw of the official scripts before 2025-02-23: ``random.seed(12345)`` before every draw."""
+    return random.Random(OFFICIAL_SEED).randint(0, n_options - 1)
+
+
+def official_draws(n_options: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Per category, the draw the current official ``evaluate_from_local.py`` makes for each test question
+    (``n_options``: category -> option counts in test-file order) when every answer is unparsable.
+
+    The official process seeds once (``random.seed(12345)``), evaluates the categories in sorted order and calls
+    ``save_res`` twice per category, each call drawing ``randint(0, n - 1)`` for every unparsable answer; the
+    second call's credits are the ones reported.
+    """
+    rng = random.Random(OFFICIAL_SEED)
+    out: dict[str, list[int]] = {}
+    for category in sorted(n_options):
+        for _ in range(2):  # the second pass overwrites the first
+            out[category] = [rng.randint(0, n - 1) for n in n_options[category]]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -110,7 +154,8 @@ def fewshot_header(category: str, examples: list[dict]) -> str:
 class MMLUPro(Task):
     """Params: ``data_dir`` (null: hub), ``hub``, ``categories`` (subset; "computer science" or
     "computer_science"), ``max_new_tokens`` (2048), ``ntrain`` (5), ``chat_template`` (true),
-    ``random_guess_on_fail`` (false)."""
+    ``random_guess_on_fail`` (false; true: the current official credit for unparsable answers; reseed: the
+    pre-2025-02-23 official credit; see the module docstring)."""
 
     suite = "mmlu_pro"
 
@@ -129,8 +174,9 @@ class MMLUPro(Task):
             self.categories = list(CATEGORIES)
         self.max_new_tokens = int(params.get("max_new_tokens") or 2048)
         self.ntrain = int(params.get("ntrain", 5))
-        self.random_guess = bool(params.get("random_guess_on_fail", False))
-        self._counts: dict[str, int] | None = None
+        self.guess = guess_mode(params.get("random_guess_on_fail", False))
+        self.metric = GUESS_METRICS[self.guess]
+        self._rows: tuple[list[dict], list[dict]] | None = None  # (test, validation), read once
 
     # ------------------------------------------------------------------------------------------ data
     def _local_split(self, data_dir: str, split: str) -> list[str]:
@@ -152,7 +198,12 @@ class MMLUPro(Task):
             data_dir = os.path.expanduser(str(data_dir))
             test, val = self._local_split(data_dir, "test"), self._local_split(data_dir, "validation")
             if test and val:
-                return read_many(test), read_many(val)
+                try:
+                    return read_many(test), read_many(val)
+                except Exception as e:  # noqa: BLE001 - corrupt parquet, invalid JSON, unreadable file
+                    why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise DataMissing(self._missing_message(
+                        f"cannot read the splits under {data_dir}: {type(e).__name__}: {why}")) from e
             lacking = [s for s, f in (("test", test), ("validation", val)) if not f]
             raise DataMissing(self._missing_message(f"no {' / '.join(lacking)} split under {data_dir}"))
         hub = self.params.get("hub", HUB_ID)
@@ -171,13 +222,42 @@ class MMLUPro(Task):
             f"(or test.jsonl / validation.jsonl into {where}/) and set task.data_dir={where}."
         )
 
+    def _data(self) -> tuple[list[dict], list[dict]]:
+        """Both splits, read once (``check_data`` then ``load``), with the fields the prompt and metric use."""
+        if self._rows is None:
+            test, val = self._splits()
+            for split, rows, fields in (("test", test, TEST_FIELDS), ("validation", val, VAL_FIELDS)):
+                if not rows:
+                    raise DataMissing(self._missing_message(f"the {split} split has no rows"))
+                lacking = sorted({f for r in rows for f in fields if f not in r})
+                if lacking:
+                    raise DataMissing(self._missing_message(
+                        f"the {split} split lacks {', '.join(lacking)}: not the {HUB_ID} layout"))
+            self._rows = test, val
+        return self._rows
+
+    def check_data(self) -> None:
+        """Read both splits (hub or ``data_dir``) and check the selected categories have test questions."""
+        test, _ = self._data()
+        present = {r.get("category") for r in test}
+        if not any(c in present for c in self.categories):
+            raise DataMissing(self._missing_message(
+                f"no test question of {', '.join(self.categories)} in the data"))
+
     def load(self, tokenizer, n_samples: int | None, seed: int) -> TaskData:
-        test, val = self._splits()
+        test, val = self._data()
+        by_category = {c: [r for r in test if r.get("category") == c] for c in self.categories}
+        # the draw each question gets when its answer is unparsable (see the module docstring)
+        n_options = {c: [len(clean_options(list(r["options"]))) for r in rows]
+                     for c, rows in by_category.items() if rows}
+        if self.guess == "reseed":
+            guesses = {c: [reseed_draw(n) for n in ns] for c, ns in n_options.items()}
+        else:
+            guesses = official_draws(n_options) if self.guess else {}
         records: list[Record] = []
         skipped: dict[str, str] = {}
-        counts: dict[str, int] = {}
         for category in self.categories:
-            tests = [r for r in test if r.get("category") == category]
+            tests = by_category[category]
             shots = [r for r in val if r.get("category") == category][: self.ntrain]
             task = task_name(category)
             if not tests:
@@ -186,7 +266,6 @@ class MMLUPro(Task):
             ctx = fewshot_header(category, shots)
             cid = context_id(task, ctx)
             chosen = take(seeded_order(len(tests), seed, task), n_samples)
-            counts[task] = len(chosen)
             for idx in chosen:
                 row = tests[idx]
                 options = clean_options(list(row["options"]))
@@ -199,7 +278,7 @@ class MMLUPro(Task):
                     question=format_example(row, False),
                     answers=[str(row["answer"])],
                     max_new_tokens=self.max_new_tokens,
-                    metric="accuracy",
+                    metric=self.metric,
                     chat_template=bool(self.params.get("chat_template", True)),
                     stop_strings=["Question:"],
                     extra={
@@ -209,29 +288,37 @@ class MMLUPro(Task):
                         "n_options": len(options),
                         "src": row.get("src"),
                         "n_shots": len(shots),
+                        **({"guess_index": guesses[category][idx]} if guesses else {}),
                     },
                 ))
-        self._counts = counts
         if not records:
             raise DataMissing(self._missing_message("no test question in the selected categories"))
         return TaskData(records=records, skipped=skipped)
 
     # ---------------------------------------------------------------------------------------- metric
     def score(self, record: Record, prediction: str) -> float:
+        """100 when the extracted letter is the answer; an unparsable answer scores by ``record.metric``
+        (``GUESS_METRICS``): 0, or 100 when the question's ``guess_index`` (set by ``load``) is the answer."""
         pred = extract_answer(prediction)
-        if pred is None:
-            if self.random_guess:
-                extra = record.extra or {}
-                return 100.0 if random_guess_correct(int(extra["n_options"]), int(extra["answer_index"])) else 0.0
+        if pred is not None:
+            return 100.0 if pred == record.answers[0] else 0.0
+        if record.metric not in GUESS_METRICS.values():
+            raise KeyError(f"mmlu_pro: unknown metric {record.metric!r}; known: {', '.join(GUESS_METRICS.values())}")
+        if record.metric == GUESS_METRICS[False]:
             return 0.0
-        return 100.0 if pred == record.answers[0] else 0.0
+        return 100.0 if record.extra["guess_index"] == int(record.extra["answer_index"]) else 0.0
 
     def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
-        """Overall accuracy: category scores weighted by ``counts`` (rows per category in the run), else by
-        the counts of the last ``load()``, else by the full test set's category sizes."""
+        """Overall accuracy, as the official script reports it (correct / answered over all categories).
+
+        ``counts``: rows per category in the cell (the tables pass them); each category's score weighs its
+        count, so the headline is the mean over the rows present (4 rows, one right: 25.0). Without
+        ``counts``: the full test set's category sizes (exact for a full run). A category without a
+        weight makes it the plain mean of the categories.
+        """
         if not task_scores:
             return 0.0
-        weights = counts or self._counts or {task_name(c): n for c, n in FULL_TEST_COUNTS.items()}
+        weights = counts if counts is not None else {task_name(c): n for c, n in FULL_TEST_COUNTS.items()}
         w = {t: weights.get(t, weights.get(category_of(t))) for t in task_scores}
         if any(not x for x in w.values()):  # a category without a weight: plain mean, nothing dropped
             return sum(task_scores.values()) / len(task_scores)

@@ -7,7 +7,8 @@ The json files are the official configuration files, stored verbatim (values unc
   narrativeqa keeps the official typo "asconcisely" (twice): it is in the ``LongBench/config`` copies and
   the first release; one intermediate revision of the root ``config/`` spells "as concisely".
 - ``loogle_task2prompt.json`` / ``loogle_task2maxlen.json``: bigai-nlco/LooGLE ``config/``.
-- ``mmlu_pro_initial_prompt.txt``: TIGER-AI-Lab/MMLU-Pro ``cot_prompt_lib/initial_prompt.txt``.
+- ``mmlu_pro_initial_prompt.txt``: TIGER-AI-Lab/MMLU-Pro ``cot_prompt_lib/initial_prompt.txt``, the version of
+  2024-05-23 (current), with its three trailing newlines (the official script reads them too).
 
 The helpers read the local layouts the loaders accept (jsonl, json, parquet, files inside a zip), give the
 fixed-seed sample order (sample ``i`` does not depend on ``n_samples``) and a stable context id.
