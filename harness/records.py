@@ -28,3 +28,7 @@ class Record:
     length_bucket: int | None = None  # e.g. 4096 for ruler_4k, LongBench-E bucket lower bound
     stop_strings: list[str] = field(default_factory=list)  # extra stops besides EOS ("Question:" for MMLU-Pro)
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific: all_classes, depth, needle char span...
+    # weight of this sample in its sub-task's mean score: the tables average ``score`` weighted by it, so a
+    # metric whose official aggregate is a ratio of sums (LooGLE cloze: matches / masks over the whole task)
+    # stores its per-sample ratio as ``score`` and its denominator here
+    score_weight: float = 1.0

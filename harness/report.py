@@ -2,7 +2,8 @@
 ``scripts/make_figures.py``.
 
 Pipeline: ``load_results`` (read + deduplicate part files) -> ``prepare`` (configuration labels, one row per
-sample and configuration) -> ``task_cells`` (mean per sub-task) -> ``headline_cells`` (the suite's headline per
+sample and configuration) -> ``task_cells`` (mean per sub-task, weighted by the rows' ``score_weight`` where
+present: LooGLE cloze's official micro average) -> ``headline_cells`` (the suite's headline per
 (model, suite, length bucket, method variant, r), with completeness and sample counts) -> ``summary``.
 
 Conventions
@@ -148,6 +149,8 @@ def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     lb = out["length_bucket"] if "length_bucket" in out else pd.Series(np.nan, index=out.index)
     out["length_bucket"] = pd.to_numeric(lb, errors="coerce").fillna(NO_BUCKET).astype("int64")
     out["score"] = pd.to_numeric(out["score"], errors="coerce").astype(float)
+    if "score_weight" in out:  # rows written before the column existed weigh 1
+        out["score_weight"] = pd.to_numeric(out["score_weight"], errors="coerce").fillna(1.0).astype(float)
     out["variant"] = _variant_labels(out)
 
     key = CELL_KEY + ["task", "sample_id"]
@@ -234,23 +237,51 @@ def clear_headline_cache() -> None:
 
 
 # --------------------------------------------------------------------------------------------- cells
-def _bootstrap_task_means(scores: np.ndarray, rng: np.random.Generator, b: int) -> np.ndarray:
+def _task_scores(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """A task's scores and their ``score_weight`` (None when every weight is 1: the plain mean).
+
+    A task mean is ``sum(score x weight) / sum(weight)``: a sample's weight is the denominator of its score when
+    the official aggregate is a ratio of sums (LooGLE cloze: matches / masks, harness/records.py)."""
+    ok = g["score"].notna()
+    s = g.loc[ok, "score"].to_numpy(dtype=float)
+    if "score_weight" not in g:
+        return s, None
+    w = g.loc[ok, "score_weight"].to_numpy(dtype=float)
+    return s, None if (w == 1.0).all() else w
+
+
+def _weighted_mean(s: np.ndarray, w: np.ndarray | None) -> float:
+    if not len(s):
+        return math.nan
+    if w is None:
+        return float(s.mean())
+    return float((s * w).sum() / w.sum()) if w.sum() > 0 else math.nan
+
+
+def _bootstrap_task_means(scores: np.ndarray, rng: np.random.Generator, b: int,
+                          weights: np.ndarray | None = None) -> np.ndarray:
     idx = rng.integers(0, len(scores), size=(b, len(scores)))
-    return scores[idx].mean(axis=1)
+    if weights is None:
+        return scores[idx].mean(axis=1)
+    w = weights[idx]  # (b, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (scores[idx] * w).sum(axis=1) / w.sum(axis=1)
 
 
 def task_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
                seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
-    """Mean score and sample count per (model, suite, bucket, variant, r, task); 95 % bootstrap CI if ``ci``."""
+    """Mean score and sample count per (model, suite, bucket, variant, r, task); 95 % bootstrap CI if ``ci``.
+
+    The mean is weighted by ``score_weight`` where rows carry weights other than 1 (see ``_task_scores``)."""
     rows = []
     for key, g in prep.groupby(CELL_KEY + ["task"], sort=True):
-        s = g["score"].dropna().to_numpy(dtype=float)
+        s, w = _task_scores(g)
         row = dict(zip(CELL_KEY + ["task"], key))
-        row.update(score=float(s.mean()) if len(s) else math.nan, n=int(len(s)))
+        row.update(score=_weighted_mean(s, w), n=int(len(s)))
         if ci:
             lo = hi = math.nan
             if len(s):
-                m = _bootstrap_task_means(s, np.random.default_rng(seed), resamples)
+                m = _bootstrap_task_means(s, np.random.default_rng(seed), resamples, w)
                 lo, hi = (float(x) for x in np.percentile(m, [2.5, 97.5]))
             row.update(ci_lo=lo, ci_hi=hi)
         rows.append(row)
@@ -297,8 +328,10 @@ def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTST
         )
         if ci:
             rng = np.random.default_rng(seed)
-            boots = {t: _bootstrap_task_means(by_task[key + (t,)]["score"].dropna().to_numpy(float), rng,
-                                              resamples) for t in sorted(scores)}
+            boots = {}
+            for t in sorted(scores):
+                s, w = _task_scores(by_task[key + (t,)])
+                boots[t] = _bootstrap_task_means(s, rng, resamples, w)
             vals = np.array([fn({t: float(boots[t][b]) for t in boots}, counts) for b in range(resamples)]) \
                 if boots else np.array([math.nan])
             lo, hi = (float(x) for x in np.percentile(vals, [2.5, 97.5]))

@@ -253,6 +253,7 @@ class SweepRunner:
             "answers": list(rec.answers),
             "metric": rec.metric,
             "score": score,
+            "score_weight": float(rec.score_weight),
             "prefill_s": float(prefill_s),
             "scoring_s": float(seconds.get(cell.score_key, 0.0)),
             "decode_s": float(decode_s),

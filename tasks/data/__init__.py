@@ -68,7 +68,12 @@ def _read_jsonl_stream(stream: Iterable[str], source: str) -> list[dict]:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """All rows of one local file: ``.jsonl``, ``.json`` (a list of objects) or ``.parquet``."""
+    """All rows of one local file: ``.jsonl``, ``.json`` or ``.parquet``.
+
+    A ``.json`` file is one JSON document (a list of objects, ``{"data": [...]}`` or one object) or, when it
+    holds several documents, JSON lines: the hub's ``data.zip`` of ``bigainlco/LooGLE`` names its JSON-lines
+    files ``<config>.json``. Unreadable JSON raises ``ValueError`` naming the file and line.
+    """
     path = str(path)
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -76,7 +81,13 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         return [_plain(r) for r in pq.read_table(path).to_pylist()]
     with open(path, encoding="utf-8") as f:
         if path.endswith(".json"):
-            data = json.load(f)
+            text = f.read()
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                if e.msg != "Extra data":  # not several documents: the file itself is broken
+                    raise ValueError(f"{path}: line {e.lineno} is not valid JSON ({e})") from e
+                return _read_jsonl_stream(text.split("\n"), path)  # not splitlines: U+2028 may sit in a string
             if isinstance(data, dict):  # {"data": [...]} or a single split
                 data = data.get("data", data.get("test", [data]))
             return [dict(r) for r in data]
