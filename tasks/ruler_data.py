@@ -1,7 +1,8 @@
 """Data sources of the RULER suite: word lists, the Paul Graham essay corpus, SQuAD v2 dev, HotpotQA dev.
 
 Everything is read from local files first (an explicit path, then the task's ``data_dir`` and the default
-data folders), then, where allowed, from the Hugging Face hub through ``datasets``. When nothing can be read
+data folders), then, where allowed, from the Hugging Face hub through ``tasks.hub.hub_dataset`` (offline: the
+local Hugging Face cache, see docs/data_offline.md). When nothing can be read
 the loader raises :class:`tasks.base.DataMissing` with one message that says which files to fetch and
 where to put them.
 
@@ -108,12 +109,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    import datasets
+    from tasks.hub import hub_dataset
 
-    from tasks.base import require_hub
-
-    require_hub(hub_id)
-    dd = datasets.load_dataset(hub_id, config) if config else datasets.load_dataset(hub_id)
+    dd = hub_dataset(hub_id, config)  # the hub, else the local HF cache, else HubUnavailable at once
     ds = dd[split] if split in dd else dd[next(iter(dd))]  # e.g. an essay set whose only split is not "train"
     return [dict(r) for r in ds]
 
