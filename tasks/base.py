@@ -70,8 +70,8 @@ _HUB: bool | None = None
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub can be reached (probed once per process; HF_HUB_OFFLINE=1 says no).
 
-    Data loaders call it before any hub download, so an offline machine reports missing data at once instead
-    of waiting on retries for every file."""
+    ``tasks.hub`` calls it before any hub request: an offline machine reads the local Hugging Face cache, or reports
+    missing data at once, instead of waiting on retries for every file."""
     global _HUB
     if _HUB is None:
         import os
@@ -83,15 +83,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         ) not in ("0", "", "false", "False"):
             _HUB = False
         else:
-            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+            url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            port = url.port or (80 if url.scheme == "http" else 443)
             try:
-                socket.create_connection((host, 443), timeout=timeout).close()
+                socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
                 _HUB = True
             except OSError:
                 _HUB = False
     return _HUB
 
-
-def require_hub(what: str) -> None:
-    if not hub_reachable():
-        raise ConnectionError(f"the Hugging Face hub is not reachable (needed for {what})")

@@ -57,6 +57,7 @@ from typing import Any, Callable
 from harness.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
+from tasks.hub import HubUnavailable, error_line, hub_file
 
 HUB_ID = "xinrongzhang2022/InfiniteBench"
 HUB_URL = f"https://huggingface.co/datasets/{HUB_ID}"
@@ -716,7 +717,9 @@ def _iter_jsonl(path: Path, limit: int | None):
 @register("infinitebench")
 class InfiniteBench(Task):
     """Params: ``tasks`` (subset, default the 10 English tasks; ``longbook_qa_chn`` on request), ``data_dir``
-    (a folder of the official ``<task>.jsonl`` files; null: ``hub``, null disables it), ``truncate_to`` (context cap in
+    (a folder of the official ``<task>.jsonl`` files, or a clone of the official repo holding ``data/<task>.jsonl``;
+    null: ``hub`` through ``tasks.hub``, offline the local Hugging Face cache; null disables it; see
+    docs/tasks/infinitebench.md), ``truncate_to`` (context cap in
     tokens, default 40000), ``prompt_style`` (``gpt4`` chat prompts, default, or ``yarn_mistral`` raw completion
     prompts). ``infinitebench_synth`` adds ``length`` and generates the synthetic tasks locally."""
 
@@ -748,6 +751,7 @@ class InfiniteBench(Task):
         self.data_dir = params.get("data_dir")
         self.hub = params.get("hub", HUB_ID)  # null disables the hub
         self._hub_down: str | None = None
+        self._files: tuple[dict[str, Path], dict[str, str]] | None = None  # _resolve()
         self._contexts: dict[str, str] = {}
         cap = params.get("truncate_to", DEFAULT_TRUNCATE_TO)
         self.truncate_to = int(cap) if cap else None
@@ -758,35 +762,70 @@ class InfiniteBench(Task):
         return None  # contexts are cut in the middle to truncate_to / the model's window by the harness
 
     # ------------------------------------------------------------------ data
-    def _missing(self, task: str, why: str) -> str:
-        where = f"data_dir={self.data_dir}" if self.data_dir else f"hub {self.hub}" if self.hub else "nowhere"
-        target = (
-            f"{self.data_dir}/{task}.jsonl" if self.data_dir else f"<dir>/{task}.jsonl and set task.data_dir=<dir>"
-        )
+    def _fetch_hint(self, name: str) -> str:
+        target = (f"{self.data_dir}/{name}.jsonl" if self.data_dir
+                  else f"<dir>/{name}.jsonl and set task.data_dir=<dir>")
         return (
-            f"InfiniteBench {task}: {task}.jsonl could not be read from {where} ({why}). "
-            f"Fetch {task}.jsonl from {HUB_URL} (or the official scripts/download_dataset.sh) and put it at {target}."
+            f"Fetch {name}.jsonl from {HUB_URL} and put it at {target} (a clone of the official repo after its "
+            f"scripts/download_dataset.sh, <repo>/data/{name}.jsonl, is read with task.data_dir=<repo> too), or fill "
+            f"the Hugging Face cache on a machine with network (`hf download {HUB_ID} --repo-type dataset`; "
+            f"docs/data_offline.md)."
         )
+
+    def _where(self) -> str:
+        return f"data_dir={self.data_dir}" if self.data_dir else f"hub {self.hub}" if self.hub else "nowhere"
+
+    def _missing(self, task: str, why: str) -> str:
+        return (f"InfiniteBench {task}: {task}.jsonl could not be read from {self._where()} ({why}). "
+                f"{self._fetch_hint(task)}")
 
     def _task_file(self, task: str) -> Path:
+        """The task's jsonl; raises ``DataMissing`` with the reason only (``_missing`` makes the message)."""
         if self.data_dir:
-            path = Path(str(self.data_dir)).expanduser() / f"{task}.jsonl"
-            if not path.is_file():
-                raise DataMissing(self._missing(task, "file not found"))
-            return path
+            base = Path(str(self.data_dir)).expanduser()
+            for path in (base / f"{task}.jsonl", base / "data" / f"{task}.jsonl"):  # hub files / the official repo
+                if path.is_file():
+                    return path
+            raise DataMissing(f"neither {task}.jsonl nor data/{task}.jsonl under {base}")
         if not self.hub:
-            raise DataMissing(self._missing(task, "no data_dir and hub disabled"))
+            raise DataMissing("no data_dir and hub disabled")
         if self._hub_down:
-            raise DataMissing(self._missing(task, self._hub_down))
+            raise DataMissing(self._hub_down)
         try:
-            from huggingface_hub import hf_hub_download
+            return hub_file(str(self.hub), f"{task}.jsonl")
+        except HubUnavailable:  # offline and this file not cached (the next one may be)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the hub failed, or this file is not in the repo
+            from huggingface_hub.errors import RemoteEntryNotFoundError
 
-            return Path(hf_hub_download(str(self.hub), f"{task}.jsonl", repo_type="dataset"))
-        except Exception as exc:  # noqa: BLE001 - offline and not cached, unreachable, no such file
-            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-            if "EntryNotFound" not in type(exc).__name__:
-                self._hub_down = why  # unreachable / offline: do not try again for every task
-            raise DataMissing(self._missing(task, why)) from exc
+            why = error_line(exc)
+            if not isinstance(exc, RemoteEntryNotFoundError):
+                self._hub_down = why  # the hub itself failed: do not try again for every task
+            raise DataMissing(why) from exc
+
+    def _resolve(self) -> tuple[dict[str, Path], dict[str, str]]:
+        """``({task: its jsonl}, {task: why it cannot be read})`` for the selected tasks, looked up once."""
+        if self._files is None:
+            files: dict[str, Path] = {}
+            missing: dict[str, str] = {}
+            for task in self.tasks:
+                try:
+                    files[task] = self._task_file(task)
+                except DataMissing as exc:
+                    missing[task] = str(exc)
+            self._files = files, missing
+        return self._files
+
+    def check_data(self) -> None:
+        """Raise ``DataMissing`` (one message) when none of the selected tasks' jsonl files can be read."""
+        files, missing = self._resolve()
+        if not files:
+            first = next(iter(missing))
+            more = f"; the same for {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataMissing(
+                f"InfiniteBench: none of the selected tasks ({', '.join(missing)}) could be read from {self._where()} "
+                f"({first}: {missing[first]}{more}). {self._fetch_hint('<task>')}"
+            )
 
     def make_record(self, task: str, eg: dict, index: int, length_bucket: int | None = None,
                     extra: dict | None = None, intern: bool = False) -> Record:
@@ -816,19 +855,13 @@ class InfiniteBench(Task):
     def load(self, tokenizer, n_samples: int | None, seed: int) -> TaskData:
         """The first ``n_samples`` lines of each ``<task>.jsonl`` in file order (the official order; ``seed`` is
         not used for hub data)."""
-        self._hub_down = None
         self._contexts = {}
         records: list[Record] = []
-        skipped: dict[str, str] = {}
-        for task in self.tasks:
-            try:
-                path = self._task_file(task)
-            except DataMissing as exc:
-                skipped[task] = str(exc)
-                continue
+        files, missing = self._resolve()
+        for task, path in files.items():
             for i, eg in enumerate(_iter_jsonl(path, n_samples)):
                 records.append(self.make_record(task, eg, i, extra={"truncate_to": self.truncate_to}, intern=True))
-        return TaskData(records, skipped)
+        return TaskData(records, {task: self._missing(task, why) for task, why in missing.items()})
 
     # ---------------------------------------------------------------- metric
     def score(self, record: Record, prediction: str) -> float:
@@ -860,6 +893,9 @@ class InfiniteBenchSynth(InfiniteBench):
 
     def max_length(self) -> int | None:
         return self.length
+
+    def check_data(self) -> None:
+        """Nothing to check: the samples are generated locally."""
 
     def make_synth_record(self, tokenizer, task: str, seed: int, index: int) -> Record:
         make, minimum, extra = synth_generator(task, seed, index)

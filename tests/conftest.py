@@ -57,3 +57,27 @@ def tiny_model(arch: str, attn_impl: str = "sdpa", seed: int = 0):
 @pytest.fixture(params=sorted(TINY_ARCHS))
 def tiny_arch(request):
     return request.param
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache under tmp (``HF_HOME``, hub cache, datasets cache) and an unreachable hub.
+
+    The environment variables are set for subprocesses; the cache paths the libraries computed at import are
+    patched too, so in-process loaders look there. Returns ``(hub_cache, datasets_cache)``.
+    """
+    import datasets
+    from huggingface_hub import constants
+
+    import tasks.base
+
+    home = tmp_path / "hf_home"
+    hub, ds = home / "hub", home / "datasets"
+    hub.mkdir(parents=True)
+    ds.mkdir()
+    for name, value in (("HF_HOME", home), ("HF_HUB_CACHE", hub), ("HF_DATASETS_CACHE", ds)):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", ds)
+    monkeypatch.setattr(tasks.base, "_HUB", False)
+    return hub, ds

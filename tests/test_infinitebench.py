@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks import make_task
+from tasks import DataMissing, make_task
 from tasks import infinitebench as ib
 from tasks.infinitebench import score_prediction as S
 
@@ -251,6 +251,41 @@ def test_missing_data_is_skipped(tmp_path):
     # no data_dir and the hub disabled: skipped too, never a download
     data = make_task("infinitebench", hub=None, tasks=["passkey"]).load(None, 1, 0)
     assert "passkey.jsonl" in data.skipped["passkey"] and "hub disabled" in data.skipped["passkey"]
+
+
+def test_official_repo_layout(tmp_path):
+    """A clone of OpenBMB/InfiniteBench after scripts/download_dataset.sh: <repo>/data/<task>.jsonl."""
+    repo_data = tmp_path / "InfiniteBench" / "data"
+    repo_data.mkdir(parents=True)
+    _write(repo_data / "passkey.jsonl", [
+        {"id": 0, "context": "noise 12345", "input": "What is the pass key?", "answer": ["12345"], "options": []},
+    ])
+    task = make_task("infinitebench", data_dir=str(tmp_path / "InfiniteBench"), tasks=["passkey", "code_run"])
+    task.check_data()
+    data = task.load(None, None, 0)
+    assert [r.sample_id for r in data.records] == ["passkey/0"] and data.records[0].answers == ["12345"]
+    assert "neither code_run.jsonl nor data/code_run.jsonl" in data.skipped["code_run"]
+
+
+def test_check_data_before_the_model(tmp_path):
+    task = make_task("infinitebench", data_dir=str(tmp_path), tasks=["passkey", "math_find"])
+    with pytest.raises(DataMissing) as e:
+        task.check_data()
+    msg = str(e.value)
+    assert msg.startswith("InfiniteBench: none of the selected tasks (passkey, math_find) could be read from data_dir=")
+    assert f"{tmp_path}/<task>.jsonl" in msg and "the same for 1 more" in msg and "huggingface.co/datasets" in msg
+    make_task("infinitebench_synth", length=1024).check_data()  # generated locally: nothing to check
+
+
+def test_cli_checks_data_before_loading_weights(tmp_path, monkeypatch):
+    import harness.models as M
+    from harness.run import compose, run
+
+    monkeypatch.setattr(M, "load_model", lambda *a, **k: pytest.fail("weights loaded before the data check"))
+    cfg = compose(["task=infinitebench", f"task.data_dir={tmp_path}", "model=tiny-llama-random", "device=cpu",
+                   f"output_dir={tmp_path / 'runs'}"])
+    with pytest.raises(DataMissing, match="none of the selected tasks"):
+        run(cfg)
 
 
 def test_bad_params_fail_early():

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-import tasks.base
 import tasks.ruler
 from harness.models import CONF_DIR
 from harness.plan import UsageError, build_task
@@ -143,20 +142,67 @@ def test_missing_columns(tmp_path):
         make_task("ruler_kvpress", length=4096, data_dir=str(tmp_path)).rows()
 
 
-def test_offline_hub_fails_fast(monkeypatch):
-    monkeypatch.setattr(tasks.base, "_HUB", False)
-    called = []
+def test_offline_hub_fails_fast(hf_cache, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: called.append(a))
+    real, offline = datasets.load_dataset, []
+
+    def load_dataset(*a, **k):
+        offline.append(datasets.config.HF_HUB_OFFLINE)
+        return real(*a, **k)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     with pytest.raises(DataMissing) as e:
-        make_task("ruler_kvpress", length=4096).rows()
+        make_task("ruler_kvpress", length=4096).check_data()  # before any model loads
     assert "not reachable" in str(e.value) and "simonjegou/ruler" in str(e.value)
     data = make_task("ruler_kvpress", length=4096).load(None, 5, 42)
     assert not data.records and "not reachable" in data.skipped["all"]
-    assert not called  # require_hub stopped it before any hub access
+    assert offline and all(offline)  # only the local cache was looked at, never the hub
     with pytest.raises(DataMissing, match="hub disabled"):
         make_task("ruler_kvpress", length=4096, hub=None).rows()
+
+
+def test_check_data_reports_missing_local_data(tmp_path):
+    with pytest.raises(DataMissing, match=f"task.data_dir={tmp_path}"):
+        make_task("ruler_kvpress", length=4096, data_dir=str(tmp_path)).check_data()
+
+
+def test_config_folder_itself_as_data_dir(hub_dir):
+    """data_dir pointing at the downloaded config folder (<dir>/4096 holding test-*.parquet) reads it, not
+    <dir>/4096/4096/."""
+    task = make_task("ruler_kvpress", length=4096, data_dir=str(hub_dir / "4096"))
+    task.check_data()
+    assert len(task.load(None, None, 0).records) == 8
+    with pytest.raises(DataMissing):  # the 4096 folder is not the 8192 config
+        make_task("ruler_kvpress", length=8192, data_dir=str(hub_dir / "4096")).check_data()
+
+
+def test_save_to_disk_copies(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list(_rows(2))
+    ds.save_to_disk(str(tmp_path / "a" / "4096"))  # a Dataset saved under the config's name
+    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "b" / "8192"))  # a DatasetDict, same
+    for sub, length in (("a", 4096), ("a/4096", 4096), ("b", 8192), ("b/8192", 8192)):
+        recs = make_task("ruler_kvpress", length=length, data_dir=str(tmp_path / sub)).load(None, None, 0).records
+        assert len(recs) == 4 and {r.length_bucket for r in recs} == {length}, sub
+
+
+def test_save_to_disk_copy_says_its_config(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list(_rows(1), info=datasets.DatasetInfo(config_name="8192"))
+    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "saved"))
+    task = make_task("ruler_kvpress", length=8192, data_dir=str(tmp_path / "saved"))
+    assert len(task.load(None, None, 0).records) == 2
+    with pytest.raises(DataMissing, match="save_to_disk copy of config 4096"):  # a copy of 8192 is not 4096
+        make_task("ruler_kvpress", length=4096, data_dir=str(tmp_path / "saved")).rows()
+
+
+def test_unknown_layout_is_refused(tmp_path):
+    _write_parquet(tmp_path / "ruler" / "test-00000-of-00001.parquet", _rows(1))  # which length? unknown
+    with pytest.raises(DataMissing, match="no 4096/test-"):
+        make_task("ruler_kvpress", length=4096, data_dir=str(tmp_path / "ruler")).rows()
 
 
 def test_configs_and_plan_check():

@@ -116,6 +116,32 @@ def read_zip_member(zip_path: str | os.PathLike, member_names: list[str]) -> lis
     return None
 
 
+def read_saved(folder: str | os.PathLike, split: str = "test", config: str | None = None) -> list[dict] | None:
+    """Rows of ``split`` from a ``datasets`` ``save_to_disk`` folder, or None when ``folder`` is not one.
+
+    A ``Dataset`` folder (``state.json``, ``dataset_info.json``, ``data-*.arrow``) is read as it is; a ``DatasetDict``
+    folder (``dataset_dict.json``) gives its ``split``. With ``config``, only a copy whose ``dataset_info.json`` names
+    that config is read (a saved copy does not otherwise say which config it holds).
+    """
+    base = Path(folder)
+    if (base / "dataset_dict.json").is_file():
+        if not (base / split / "state.json").is_file():
+            return None
+        base = base / split
+    elif not (base / "state.json").is_file():
+        return None
+    if config is not None:
+        try:
+            saved_config = json.loads((base / "dataset_info.json").read_text(encoding="utf-8")).get("config_name")
+        except (OSError, ValueError):
+            return None
+        if str(saved_config) != config:
+            return None
+    import datasets
+
+    return [_plain(r) for r in datasets.load_from_disk(str(base))]
+
+
 def find_local(data_dir: str | os.PathLike, name: str, subdirs: tuple[str, ...] = ("", "data")) -> list[str]:
     """Files holding split/config ``name`` under ``data_dir``, first layout that matches wins:
 
@@ -139,15 +165,13 @@ def find_local(data_dir: str | os.PathLike, name: str, subdirs: tuple[str, ...] 
     return []
 
 
-def hub_rows(repo: str, config: str | None, split: str = "test") -> list[dict]:
-    """Rows of a hub dataset through ``datasets`` (cache or hub). Raises on any failure."""
-    import datasets
+def hub_rows(repo: str, config: str | None, split: str = "test", **kwargs: Any) -> list[dict]:
+    """Rows of a hub dataset through ``tasks.hub.hub_dataset`` (``kwargs``: more ``load_dataset`` arguments): the
+    hub when reachable, else the local Hugging Face cache, else ``tasks.hub.HubUnavailable`` at once. Raises on any
+    failure."""
+    from tasks.hub import hub_dataset
 
-    from tasks.base import require_hub
-
-    require_hub(repo)
-    ds = datasets.load_dataset(repo, config, split=split) if config else datasets.load_dataset(repo, split=split)
-    return [_plain(r) for r in ds]
+    return [_plain(r) for r in hub_dataset(repo, config, split=split, **kwargs)]
 
 
 # ------------------------------------------------------------------------------------------- sampling
