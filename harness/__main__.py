@@ -20,13 +20,28 @@ def main(cfg: DictConfig) -> None:
     except (UsageError, ResultsError, DataMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # every finished context is already on disk (one part file per flush)
+        start = "\n" if sys.stderr.isatty() else ""  # after the progress bar and ^C, on a line of its own
+        print(f"{start}error: interrupted: rerun the same command to resume (the rows written so far stay in "
+              f"{cfg.get('output_dir')})", file=sys.stderr)
+        sys.exit(130)
 
 
 def entry() -> None:
+    from harness.plan import UsageError, check_override_keys
     from harness.run import normalize_overrides
 
+    try:
+        check_override_keys(sys.argv[1:])  # unknown keys: one line here, not Hydra's advice to append them
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the run started (imports, composing the config): nothing to lose
+        print("error: interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,21 @@ WAIT_S = 5.0
 def check_device(device: str) -> None:
     from harness.plan import UsageError
 
-    if device in ("auto", "cpu", "cuda", "mps", FREE) or re.fullmatch(r"cuda:\d+", device):
-        return
-    raise UsageError(f"device={device!r} is not a device; use auto, cpu, cuda, cuda:N or cuda:free (several jobs "
-                     f"on one host: each takes a GPU no other job holds)")
+    if not (device in ("auto", "cpu", "cuda", "mps", FREE) or re.fullmatch(r"cuda:\d+", device)):
+        raise UsageError(f"device={device!r} is not a device; use auto, cpu, cuda, cuda:N or cuda:free (several "
+                         f"jobs on one host: each takes a GPU no other job holds)")
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else f" (torch {torch.__version__} is a CPU build)"
+            raise UsageError(f"device={device} needs a CUDA GPU and none is visible{build}; use device=cpu or device=auto")
+        index = device.partition(":")[2]
+        if index.isdigit() and int(index) >= count:
+            raise UsageError(f"device={device}: only {count} CUDA GPU(s) visible (cuda:0 to cuda:{count - 1})")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device=mps needs Apple's Metal backend, which is not available here; use device=cpu or auto")
 
 
 def lock_dir() -> Path:

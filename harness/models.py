@@ -62,11 +62,88 @@ def model_spec(name_or_path: str | dict) -> ModelSpec:
     if os.path.isdir(name_or_path):
         return ModelSpec(name=Path(name_or_path).name, source="path", path=str(name_or_path))
     if "/" in str(name_or_path):
-        return ModelSpec(name=str(name_or_path), source="hub", hub_id=str(name_or_path))
+        if is_hub_id(str(name_or_path)):
+            return ModelSpec(name=str(name_or_path), source="hub", hub_id=str(name_or_path))
+        what = "is a file, not a model directory" if os.path.exists(name_or_path) else "does not exist"
+        raise ValueError(
+            f"model path {name_or_path!r} {what}; give a directory holding a model (config.json and weights), "
+            f"a hub id (owner/name) or a configured model: {', '.join(model_names())}"
+        )
     raise ValueError(
         f"unknown model {name_or_path!r}: not a config in conf/model/, a local directory, or a hub id "
         f"(owner/name). Configured models: {', '.join(model_names())}"
     )
+
+
+def is_hub_id(ref: str) -> bool:
+    """``owner/name`` as the hub spells repository ids (a path such as ``/data/model`` or ``./m`` is not one)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return False
+    return ref.count("/") == 1
+
+
+def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """``local_files_only=True`` for a hub model when the hub cannot be reached (read the local cache at once
+    instead of retrying every file: ``tasks.base.hub_reachable`` probes once per process)."""
+    from tasks.base import hub_reachable
+
+    return {"local_files_only": True} if spec.source == "hub" and not hub_reachable() else {}
+
+
+def check_model(spec: ModelSpec) -> None:
+    """Raise ``ValueError`` (one line, what to do) when ``spec`` cannot load, without reading weights: a directory
+    that is not a model, a hub id neither in the local cache nor reachable, a model package not installed."""
+    if spec.source == "path":
+        config = Path(spec.path) / "config.json"
+        if not config.is_file():
+            raise ValueError(
+                f"model directory {spec.path!r} is not a model: it holds no config.json (give a directory written by "
+                f"save_pretrained, a hub id (owner/name) or a configured model: {', '.join(model_names())})"
+            )
+        try:
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(spec.path)
+        except Exception as exc:  # unreadable or unknown config.json: transformers raises several types
+            raise ValueError(f"model directory {spec.path!r} is not a model transformers can load: {_first_line(exc)}") from exc
+    elif spec.source == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(spec.hub_id, "config.json"), str):
+            return  # in the local cache: loads offline too
+        if _hub_kwargs(spec):
+            raise ValueError(
+                f"model {spec.hub_id!r} (a hub id: there is no local directory of that name) is not in the local "
+                f"Hugging Face cache and the hub cannot be reached (no network, or HF_HUB_OFFLINE=1): download it where "
+                f"the hub is reachable (`hf download {spec.hub_id}`, then copy the cache or set HF_HOME), or give a "
+                f"local directory"
+            )
+        try:
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(spec.hub_id)
+        except Exception as exc:  # unknown, gated or private repository; network error
+            raise ValueError(f"model {spec.hub_id!r} cannot be read from the hub: {_first_line(exc)}") from exc
+    elif spec.source == "gguf_package":
+        if _is_split(spec):
+            cached = _gguf_cache_path(spec)
+            if (cached / "model.safetensors").exists() and (cached / "tokenizer_config.json").exists():
+                return  # de-quantised already: the package is no longer needed
+            if spec.extra.get("gguf_parts"):
+                return  # chunks from other packages: _assemble_split names the missing ones
+        try:
+            _package_dir(spec)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__
 
 
 def _package_dir(spec: ModelSpec) -> Path:
@@ -87,7 +164,7 @@ def context_window(spec: ModelSpec) -> int | None:
         from transformers import AutoConfig
 
         ref = spec.path if spec.source == "path" else spec.hub_id
-        cfg = AutoConfig.from_pretrained(ref)
+        cfg = AutoConfig.from_pretrained(ref, **_hub_kwargs(spec))
         cfg = getattr(cfg, "text_config", cfg)
         return getattr(cfg, "max_position_embeddings", None)
     except Exception:
@@ -148,7 +225,7 @@ def load_tokenizer(name_or_path: str | ModelSpec):
         return tok
     if spec.source == "random":
         return load_tokenizer(spec.tokenizer or "smollm2-135m")
-    return AutoTokenizer.from_pretrained(spec.path if spec.source == "path" else spec.hub_id)
+    return AutoTokenizer.from_pretrained(spec.path if spec.source == "path" else spec.hub_id, **_hub_kwargs(spec))
 
 
 def _is_split(spec: ModelSpec) -> bool:
@@ -341,7 +418,8 @@ def load_model(
         model = build_random_model(spec.arch, torch_dtype)
     else:
         ref = spec.path if spec.source == "path" else spec.hub_id
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, **({"device_map": "auto"} if spread else {}))
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, **({"device_map": "auto"} if spread else {}),
+                                                     **_hub_kwargs(spec))
     tokenizer = load_tokenizer(spec)
     if spread:
         if not getattr(model, "hf_device_map", None):  # loaded in memory (GGUF, random): dispatch it now

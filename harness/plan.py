@@ -7,14 +7,16 @@ all fail here with one message that says what to do.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from harness.models import CONF_DIR, ModelSpec, context_window, model_names, model_spec
+from harness.models import CONF_DIR, ModelSpec, check_model, context_window, model_names, model_spec
 from harness.sweep import Cell
 from methods import available, make_method
 from tasks import make_task
@@ -31,6 +33,50 @@ def _as_list(value) -> list:
     if isinstance(value, (list, tuple, ListConfig)):
         return list(value)
     return [value]
+
+
+def config_keys() -> list[str]:
+    """The top-level keys a run accepts: conf/config.yaml's own keys and its config groups (model, method, ...)."""
+    keys = {k for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")}
+    keys |= {p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"}
+    return sorted(keys)
+
+
+def _unknown_key(key: str) -> UsageError:
+    return UsageError(f"unknown key {key!r}; valid keys: {', '.join(config_keys())} (a method's parameters: "
+                      f"method.params.<name>=..., a task's: task.<name>=...)")
+
+
+def check_keys(cfg) -> None:
+    """Refuse top-level keys the harness does not read (``+n_sample=3`` would otherwise be ignored)."""
+    valid = set(config_keys())
+    for key in cfg:
+        if key not in valid:
+            raise _unknown_key(key)
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """The same check on command-line overrides, before Hydra composes them (``n_sample=3`` gets this line
+    instead of Hydra's advice to append it with ``+``, which would then be ignored), and an empty ``output_dir``
+    (before Hydra makes a multirun's folder from it)."""
+    valid = set(config_keys())
+    for o in overrides:
+        if o.startswith("-") or "=" not in o:
+            continue  # Hydra's own flags (-m, --cfg job, ...)
+        key, value = o.split("=", 1)
+        key = key.lstrip("+~").split("@", 1)[0]
+        top = re.split(r"[./]", key, maxsplit=1)[0]
+        if top and top != "hydra" and top not in valid:
+            raise _unknown_key(top)
+        if key == "output_dir" and value.strip() in ("", "null"):  # a multirun would put its folder at /.multirun
+            check_output_dir(None)
+
+
+def _not_empty(cfg, key: str, hint: str) -> None:
+    """A key set to an empty list is refused (``methods=[]`` would silently run the default method)."""
+    value = cfg.get(key)
+    if isinstance(value, (list, tuple, ListConfig)) and len(value) == 0:
+        raise UsageError(f"{key}=[] is empty; {hint}")
 
 
 def method_config_names() -> list[str]:
@@ -63,11 +109,28 @@ def build_method(mcfg) -> tuple[str, Any, str, float]:
         raise UsageError(f"unknown method class {cls!r} in method config {mcfg.get('name')!r}; available: {', '.join(available())}")
     params = mcfg.get("params")
     params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+    accepted = _method_params(cls)
+    unknown = [k for k in params if accepted is not None and k not in accepted]
+    if unknown:
+        raise UsageError(f"method {mcfg.get('name')!r} has no parameter {unknown[0]!r}; its parameters: "
+                         f"{', '.join(accepted) or 'none'}")
     try:
         method = make_method(cls, **params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise UsageError(f"bad parameters for method {mcfg.get('name')!r}: {exc}") from exc
     return mcfg.get("name", cls), method, mcfg.get("budget_policy", "uniform"), float(mcfg.get("safeguard", 0.2))
+
+
+def _method_params(cls_name: str) -> list[str] | None:
+    """The parameters a method class accepts (its dataclass fields), or None when it is not a dataclass."""
+    import dataclasses
+
+    from methods import METHODS
+
+    cls = METHODS[cls_name]
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def ratios(cfg) -> list[float | None]:
@@ -94,6 +157,11 @@ def budgets(cfg) -> list[int]:
 
 
 def build_cells(cfg) -> list[Cell]:
+    _not_empty(cfg, "methods", f"give one or more of: {', '.join(method_config_names())} (or leave methods unset "
+                               f"and give method=<name>)")
+    _not_empty(cfg, "r", "give a ratio in [0, 1) or a list of them (r=0.75 keeps 25 %)")
+    _not_empty(cfg, "budget_tokens", "give a positive integer or a list of them, or leave it unset (null) to use r")
+    _not_empty(cfg, "query_aware", "give true, false or [false, true]")
     names = _as_list(cfg.get("methods"))
     mcfgs = [load_method_config(n) for n in names] if names else [cfg.method]
     bs = budgets(cfg)
@@ -137,6 +205,14 @@ def build_task(tcfg) -> tuple[str, Task, dict]:
     tcfg = OmegaConf.to_container(tcfg, resolve=True)
     name = tcfg.pop("name")
     suite = tcfg.pop("suite")
+    if tcfg.get("tasks") == []:
+        try:
+            default = getattr(make_task(suite, **{**tcfg, "tasks": None}), "tasks", None)
+        except Exception:
+            default = None
+        every = f" ({', '.join(default)})" if default else ""
+        raise UsageError(f"task.tasks=[] is empty; give one or more sub-tasks, or leave it unset (null) for the "
+                         f"suite's default{every}")
     try:
         return name, make_task(suite, **tcfg), tcfg
     except (KeyError, ValueError, TypeError) as exc:
@@ -197,6 +273,12 @@ def check_run_options(cfg) -> None:
     check_device(str(cfg.get("device", "auto")))
     if cfg.get("attn_impl", "sdpa") not in BASES:
         raise UsageError(f"attn_impl={cfg.get('attn_impl')!r} is unknown; choose one of {', '.join(BASES)}")
+    if cfg.get("attn_impl") == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available() or str(cfg.get("device", "auto")) in ("cpu", "mps"):
+            raise UsageError("attn_impl=flash_attention_2 needs the flash-attn package (>= 2.3.3, `pip install "
+                             "flash-attn --no-build-isolation`) and a CUDA GPU; use attn_impl=sdpa or eager")
     if cfg.get("dtype", "auto") not in DTYPES:
         raise UsageError(f"dtype={cfg.get('dtype')!r} is unknown; choose one of {', '.join(DTYPES)}")
     _count(cfg, "seed", "the data generators' seed", minimum=0, nullable=False)
@@ -205,11 +287,34 @@ def check_run_options(cfg) -> None:
     _count(cfg, "max_new_tokens", "a cap on answer tokens; null: each task's official value")
 
 
+def check_output_dir(value) -> Path:
+    """``output_dir`` exists (created here) and is writable: checked before any weights load, so a bad folder
+    never costs a model load and computed rows."""
+    if value is None or not str(value).strip():
+        raise UsageError("output_dir is empty; give the folder for the result files (default results/runs): an "
+                         "empty one writes them into the current folder, and resume reads every *.parquet below it")
+    path = Path(str(value))
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output_dir={str(value)!r} is a file, not a folder; give a folder for the result files")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".kvbench-write-check-", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(value) else ""
+        raise UsageError(f"output_dir={str(value)!r} cannot be written: {reason}{where}; give a folder this user "
+                         f"can create and write") from exc
+    return path
+
+
 def make_plan(cfg) -> Plan:
+    check_keys(cfg)
     cells = build_cells(cfg)
     shard = parse_shard(cfg.get("shard"))
     try:
-        spec = model_spec(cfg.model if OmegaConf.is_config(cfg.model) else str(cfg.model))
+        spec = model_spec(cfg.model if OmegaConf.is_config(cfg.model) else str(cfg.model))  # a missing path fails here
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     window = context_window(spec)
@@ -222,5 +327,9 @@ def make_plan(cfg) -> Plan:
             f"Models that fit: {', '.join(fit) if fit else 'none configured'}; or pick a shorter task "
             f"({', '.join(n for n in task_config_names() if n.startswith(task_name.split('_')[0]))})."
         )
+    try:
+        check_model(spec)  # a directory that is not a model, a hub id neither cached nor reachable, a missing package
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     check_run_options(cfg)
     return Plan(spec, window, task_name, task, task_params, cells, shard)

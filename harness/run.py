@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from harness.plan import Plan, UsageError, make_plan, shard_of
+from harness.plan import Plan, UsageError, check_output_dir, make_plan, shard_of
 from harness.results import ResultWriter, done_keys, read_rows
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
 
@@ -35,6 +35,7 @@ def run(cfg) -> pd.DataFrame:
     """Run the configuration; return this run's rows (already on disk and those added)."""
     plan = make_plan(cfg)  # every config error surfaces here, before weights load
     plan.task.check_data()  # missing or unreadable data: one DataMissing message, before weights load
+    check_output_dir(cfg.get("output_dir"))  # created and writable, before weights load
     from harness.devices import claimed_device
 
     with claimed_device(cfg.device) as device:  # cuda:free -> the GPU this run holds until it ends
