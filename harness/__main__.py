@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from harness.models import ModelFilesError
     from harness.plan import UsageError
     from harness.results import ResultsError
     from harness.run import run
@@ -17,7 +18,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except (UsageError, ResultsError, DataMissing) as exc:
+    except (UsageError, ResultsError, DataMissing, ModelFilesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # every finished context is already on disk (one part file per flush)

