@@ -7,8 +7,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from harness.configs import CONF_DIR
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+
+# An absolute config path: a relative one ("../conf") makes Hydra look for a Python module named ``conf`` when
+# the app is started as the ``kvbench`` console script, which only exists when run from the repository root.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness.plan import UsageError
     from harness.results import ResultsError
@@ -23,9 +27,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def entry() -> None:
-    from harness.run import normalize_overrides
+    """The ``kvbench`` console script. Shell completion (``-sc``, see docs/results.md) skips the override
+    normalisation, which imports torch: a TAB then answers in about a second instead of several."""
+    if not any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in sys.argv[1:]):
+        from harness.run import normalize_overrides
 
-    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
+        sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
     main()
 
 
