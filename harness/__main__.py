@@ -7,8 +7,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from harness.configs import CONF_DIR
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+
+# An absolute config path: a relative one ("../conf") makes Hydra look for a Python module named ``conf`` when
+# the app is started as the ``kvbench`` console script, which only exists when run from the repository root.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness.models import ModelFilesError
     from harness.plan import UsageError
@@ -29,15 +33,19 @@ def main(cfg: DictConfig) -> None:
 
 
 def entry() -> None:
-    from harness.plan import UsageError, check_override_keys
-    from harness.run import normalize_overrides
+    """The ``kvbench`` console script (and ``python -m harness``). Shell completion (``-sc``, see
+    docs/results.md) skips the key check and the override normalisation, which imports torch: a TAB then answers
+    in about a second instead of several."""
+    if not any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in sys.argv[1:]):
+        from harness.plan import UsageError, check_override_keys
+        from harness.run import normalize_overrides
 
-    try:
-        check_override_keys(sys.argv[1:])  # unknown keys: one line here, not Hydra's advice to append them
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
+        try:
+            check_override_keys(sys.argv[1:])  # unknown keys: one line here, not Hydra's advice to append them
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
     try:
         main()
     except KeyboardInterrupt:  # before the run started (imports, composing the config): nothing to lose

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from harness.configs import CONF_DIR  # conf/ in a clone, harness/conf in an installed wheel
+
 MODEL_CONF_DIR = CONF_DIR / "model"
 
 

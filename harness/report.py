@@ -11,7 +11,15 @@ Conventions
 - A *variant* is the method label, extended only where the label alone would merge different settings:
   `` (query-aware)`` when ``query_aware`` is true, ``[B=<n>]`` for fixed token budgets, ``/<policy>`` when one
   label was run with several budget policies, ``#<hash>`` when one label was run with several
-  ``method_params``. ``variants(df)`` lists what each label stands for.
+  ``method_params``, ``[safeguard=<s>]`` when it was run with several safeguards. ``variants(df)`` lists what
+  each label stands for.
+- Run settings that change results but are not part of a method variant (``dtype``, ``seed``,
+  ``max_new_tokens``, ``max_context``, ``attn_impl``, ``model_source``, task parameters: the ``config_json`` keys
+  of ``harness.run.run_context``) are never averaged together: when the rows of one model differ in any of them
+  within one table, every row of that model gets them in its model label (``smollm2-135m [dtype=bfloat16]``),
+  so each configuration has its own tables. Rows that still repeat a (model, task, sample, variant, r) are
+  reduced to the newest, with a warning naming the setting they differ in (silent only for the full-cache
+  reference repeated per r of a sweep).
 - A cell is *complete* when it holds every sub-task that any variant of the same table (model, suite, length
   bucket) has. Incomplete headline cells are still computed over the tasks they have, but flagged; they are
   never silently averaged with a different task set.
@@ -118,6 +126,87 @@ def _canon_params(v) -> str:
         return str(v)
 
 
+# --------------------------------------------------------------------------------------------- run settings
+# config_json keys that the variant label already covers (or that cannot split a model): not run settings
+VARIANT_KEYS = frozenset({"model", "method", "method_class", "method_params", "r", "budget_tokens", "budget_policy",
+                          "query_aware", "safeguard"})
+SETTING_COLUMNS = ("model_source", "dtype", "attn_impl")  # row columns that are run settings too
+SETTING_ORDER = ("dtype", "seed", "max_new_tokens", "max_context", "attn_impl", "model_source", "task")
+FULL_REPEATS = frozenset({"r", "budget_tokens", "budget_policy", "safeguard", "query_aware"})  # full ignores them
+
+
+def _config(text) -> dict:
+    try:
+        d = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _fmt_setting(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def _flat_config(cfg: dict) -> dict[str, str]:
+    """Every key of a row's config_json as text; ``task_params`` flattened to ``task.<name>``."""
+    out = {}
+    for k, v in cfg.items():
+        if k == "task_params" and isinstance(v, dict):
+            out.update({f"task.{kk}": _fmt_setting(vv) for kk, vv in v.items()})
+        else:
+            out[k] = _fmt_setting(v)
+    return out
+
+
+def run_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """Per row, the run settings (text; "null" where a row does not record one): config_json keys outside
+    ``VARIANT_KEYS`` (the sub-task selection ``task.tasks`` excluded: rows carry their task) and the columns
+    ``SETTING_COLUMNS``."""
+    cj = df["config_json"] if "config_json" in df else pd.Series("{}", index=df.index)
+    flat = {c: {k: v for k, v in _flat_config(_config(c)).items() if k not in VARIANT_KEYS and k != "task.tasks"}
+            for c in cj.unique()}
+    out = pd.DataFrame([flat[c] for c in cj], index=df.index)
+    for c in SETTING_COLUMNS:
+        if c in df:
+            out[c] = df[c].map(lambda v: "null" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return out.fillna("null").astype(str)
+
+
+def _setting_key(name: str) -> tuple:
+    return (SETTING_ORDER.index(name) if name in SETTING_ORDER else len(SETTING_ORDER), name)
+
+
+def setting_labels(df: pd.DataFrame) -> pd.Series:
+    """Per row, the run settings that tell it apart from other rows of its model ("dtype=bfloat16, seed=1"), or
+    "" when the model's rows agree on every setting within each table (model, suite, length bucket)."""
+    st = run_settings(df)
+    if st.empty or not len(st.columns):
+        return pd.Series("", index=df.index)
+    table = [df[c].astype(str) for c in TABLE_KEY]
+    varies = st.groupby(table, sort=False).nunique() > 1
+    per_model: dict[str, list[str]] = {}
+    for key, row in varies.iterrows():
+        per_model.setdefault(key[0], []).extend(c for c in st.columns if row[c])
+    labels = pd.Series("", index=df.index)
+    model = df["model"].astype(str)
+    for m, found in per_model.items():
+        ks = sorted(set(found), key=_setting_key)
+        if ks:
+            mask = model == m
+            lab = ks[0] + "=" + st.loc[mask, ks[0]]
+            for k in ks[1:]:
+                lab = lab + ", " + k + "=" + st.loc[mask, k]
+            labels[mask] = lab
+    return labels
+
+
+def _differing_settings(configs: Iterable[str]) -> list[str]:
+    """The config_json keys whose values differ between these configurations."""
+    flats = [_flat_config(_config(c)) for c in configs]
+    keys = set().union(*flats) if flats else set()
+    return sorted(k for k in keys if len({f.get(k, "null") for f in flats}) > 1)
+
+
 def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, ...]:
     """What both report scripts start from: (rows, prepared rows, headline cells, task cells, cost cells).
     Warnings of ``prepare`` (duplicate samples across run_ids) go to stderr."""
@@ -152,19 +241,40 @@ def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     if "score_weight" in out:  # rows written before the column existed weigh 1
         out["score_weight"] = pd.to_numeric(out["score_weight"], errors="coerce").fillna(1.0).astype(float)
     out["variant"] = _variant_labels(out)
+    out["setting"] = setting_labels(out)  # distinct run settings of one model: separate tables
+    out["model"] = out["model"].astype(str) + out["setting"].map(lambda t: f" [{t}]" if t else "")
 
     key = CELL_KEY + ["task", "sample_id"]
-    before = len(out)
+    if warn:
+        _warn_repeats(out, key)
     out = out.sort_values("_ts", kind="stable", na_position="first").drop_duplicates(subset=key, keep="last")
-    dropped = before - len(out)
-    if dropped and warn:
-        # the full reference legitimately appears once per r of a sweep; anything else is worth a word
-        n_nonfull = int((df["method"].astype(str) != FULL).sum() - (out["method"] != FULL).sum())
-        if n_nonfull:
-            warnings.warn(
-                f"{n_nonfull} row(s) repeat a (model, task, sample, method variant, r) of another run_id; "
-                "kept the newest of each", stacklevel=2)
     return out.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def _warn_repeats(out: pd.DataFrame, key: list[str]) -> None:
+    """Warn about rows that repeat a cell's sample, naming the settings they differ in. The full reference
+    repeated per r (or budget, policy, safeguard, query_aware) of a sweep is expected and silent."""
+    dup = out[out.duplicated(subset=key, keep=False)]
+    if dup.empty:
+        return
+    cj = dup["config_json"].astype(str) if "config_json" in dup else pd.Series("{}", index=dup.index)
+    sets = cj.groupby([dup[c] for c in key], sort=False).agg(lambda x: tuple(sorted(set(x))))
+    methods = dup.groupby(key, sort=False)["method"].first()
+    cache: dict[tuple, list[str]] = {}
+    named: set[str] = set()
+    n = 0
+    for k, configs in sets.items():
+        if configs not in cache:
+            cache[configs] = _differing_settings(configs)
+        diff = cache[configs]
+        if methods[k] == FULL and set(diff) <= FULL_REPEATS:
+            continue
+        n += 1
+        named.update(diff or ["nothing recorded"])
+    if n:
+        warnings.warn(
+            f"{n} (model, task, sample, method variant, r) cell sample(s) have rows from several runs that differ "
+            f"in: {', '.join(sorted(named))}; kept the newest of each", stacklevel=3)
 
 
 def _variant_labels(df: pd.DataFrame) -> pd.Series:
@@ -176,6 +286,10 @@ def _variant_labels(df: pd.DataFrame) -> pd.Series:
         label = label.where(~multi, label + "/" + pol.astype(str))
     multi = (params.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
     label = label.where(~multi, label + "#" + params.map(_short_hash))
+    if "config_json" in df:  # the adaptive budget's safeguard is recorded in config_json only
+        sg = df["config_json"].map(lambda c: _fmt_setting(_config(c).get("safeguard")))
+        multi = (sg.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+        label = label.where(~multi, label + "[safeguard=" + sg + "]")
     if "budget_tokens" in df:
         bt = pd.to_numeric(df["budget_tokens"], errors="coerce")
         has = bt.notna() & (df["method"] != FULL)

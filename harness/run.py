@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from harness.plan import Plan, UsageError, check_output_dir, make_plan, shard_of
-from harness.results import ResultWriter, done_keys, read_rows
+from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, describe, read_rows
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
 
 
@@ -50,7 +50,10 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     context = run_context(cfg, plan, dtype, device)
     cells = [c.bind(context) for c in plan.cells]
     out_dir = cfg.output_dir
-    done = done_keys(out_dir)
+    done = DoneIndex(out_dir)  # output_dir that is a file: one clear error, before weights load
+    for line in clean_leftovers(out_dir):  # what killed runs left there (only theirs, only once they are gone)
+        print(f"[kvbench] {line}", file=sys.stderr)
+    done.refresh()
 
     t0 = time.time()
     model, tokenizer = load_model(plan.model, dtype=dtype, device=device_arg, attn_impl=cfg.attn_impl)  # auto: all GPUs
@@ -82,7 +85,8 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)
         i, n = plan.shard
         groups = type(groups)((k, g) for k, g in groups.items() if shard_of(k, n) == i)
-    pending = [g for g in groups.values() if any((c.run_id, r.sample_id) not in done for c in cells for r in g)]
+    counted = {k: _todo(cells, g, done.keys) for k, g in groups.items()}
+    pending = [g for k, g in groups.items() if counted[k]]
     run_ids = sorted({c.run_id for c in cells})
     job = cfg.get("job") or hashlib.sha1(json.dumps(run_ids).encode()).hexdigest()[:10] + f"-{int(time.time())}"
     if plan.shard and not cfg.get("job"):  # shards share run_ids and may start in the same second
@@ -90,18 +94,18 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     writer = ResultWriter(out_dir, job)
     skipped = len(groups) - len(pending)
     part = f" in shard {plan.shard[0]}/{plan.shard[1]}" if plan.shard else ""
+    total = sum(counted.values())
     print(
         f"[kvbench] {plan.task_name}: {len(groups)} contexts{part} ({skipped} already done), {len(cells)} configurations "
-        f"per context, results in {out_dir}",
+        f"per context, {total} rows (sample x configuration) to compute, results in {out_dir}",
         file=sys.stderr,
     )
-    bar = tqdm(pending, unit="ctx", disable=not cfg.get("progress", True), desc=f"{plan.task_name}")
+    # counts rows (sample x configuration), moved after every decode batch: time left = rows left / row rate
+    bar = tqdm(total=total, unit="row", disable=not cfg.get("progress", True), desc=f"{plan.task_name}")
     try:
-        for group in bar:
-            bar.set_postfix(configs=len(cells), rows=writer.written + len(writer.rows))
-            writer.add(runner.run_group(group, done))
-            writer.flush()  # an interruption loses at most the context in flight
+        _compute(pending, counted, cells, runner, done, writer, ContextClaims(out_dir, run_ids), bar)
     finally:
+        bar.close()
         writer.close()
     rows = read_rows(out_dir)
     rows = rows[rows["run_id"].isin(run_ids)] if not rows.empty else rows
@@ -110,6 +114,56 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
 
         print(f"\nscore (0-100) per method x r (samples per cell in brackets):\n{format_summary(summary(rows))}\n")
     return rows
+
+
+def _todo(cells, group, done) -> int:
+    """Rows of one context not on disk yet."""
+    return sum((c.run_id, r.sample_id) not in done for c in cells for r in group)
+
+
+CLAIM_POLL_S = 2.0  # how often a run waiting for contexts that other runs are computing looks again
+
+
+def _compute(pending, counted, cells, runner, done: DoneIndex, writer: ResultWriter, claims: ContextClaims,
+             bar) -> None:
+    """Every pending context under its claim. A context that another live run of the same configurations is
+    computing is skipped and revisited at the end, when only what is still missing is computed (nothing when
+    that run finished it, all of it when it died). Rows are flushed before a claim is released."""
+    n, k, told = len(pending), 0, False
+    at = {"context": ""}
+    runner.progress = lambda rows, note: (bar.update(rows), bar.set_postfix_str(f"{at['context']}: {note}"))
+    waiting = list(pending)
+    while waiting:
+        busy = []
+        for group in waiting:
+            cid = group[0].context_id
+            claim = claims.take(cid)
+            if claim is None:
+                busy.append(group)
+                if not told:
+                    print(f"[kvbench] context {cid} is being computed by another run of these configurations "
+                          f"({describe(claims.holder(cid))}): skipped for now; contexts other runs hold are "
+                          f"revisited at the end and whatever is still missing then is computed", file=sys.stderr)
+                    told = True
+                continue
+            try:
+                done.refresh()  # rows other runs wrote since the run started
+                left = _todo(cells, group, done.keys)
+                if left < counted[cid]:
+                    bar.total -= counted[cid] - left
+                    counted[cid] = left
+                    bar.refresh()
+                k += 1
+                at["context"] = f"context {k}/{n}"
+                if left:
+                    writer.add(runner.run_group(group, done.keys))
+                    writer.flush()  # on disk before the claim goes; an interruption loses at most this context
+            finally:
+                claim.release()
+        if busy:
+            bar.set_postfix_str(f"waiting for {len(busy)} context(s) another run is computing")
+            time.sleep(CLAIM_POLL_S)
+        waiting = busy
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:

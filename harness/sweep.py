@@ -108,6 +108,9 @@ class SweepRunner:
     max_context: int | None = None  # optional cap on context tokens
     decode_batch_size: int = 8
     score: object = None  # callable(record, prediction) -> 0..100
+    # callable(rows, note): told during a context, so a progress bar moves inside it: (0, "prefill ...") before
+    # each prefill, (k, "decoded i/n configurations") after each decode batch of k rows
+    progress: object = None
 
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
@@ -127,6 +130,10 @@ class SweepRunner:
         return min(caps) if caps else None
 
     # ---------------------------------------------------------------- execution
+    def _report(self, rows: int, note: str) -> None:
+        if self.progress is not None:
+            self.progress(rows, note)
+
     def run_group(self, group: list[Record], done: set[tuple[str, str]]) -> list[dict]:
         """All configurations of one context: returns the new rows."""
         rows: list[dict] = []
@@ -155,6 +162,7 @@ class SweepRunner:
         budgets = [b for b in budgets if b is not None]
         enc = encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
         n = enc.context_ids.shape[-1]
+        self._report(0, f"prefill {n} tokens")
         cache, scores, seconds, prefill_s, prefill_peak = self._prefill(enc.context_ids, cells)
         kept = {c.run_id: self._select(c, scores, n) for c in cells}
         full_bytes = full_cache_bytes(cache, self.sliding)
@@ -171,6 +179,7 @@ class SweepRunner:
         enc = encode_context(self.tokenizer, rec, self.context_budget(q.shape[-1], rec))
         ids = torch.cat([enc.context_ids, q[:, :-1]], dim=-1)  # the question is prefilled and compressed too
         n = ids.shape[-1]
+        self._report(0, f"prefill {n} tokens (query-aware)")
         cache, scores, seconds, prefill_s, prefill_peak = self._prefill(ids, cells)
         kept = {c.run_id: self._select(c, scores, n) for c in cells}
         full_bytes = full_cache_bytes(cache, self.sliding)
@@ -218,6 +227,7 @@ class SweepRunner:
                              seconds, decode_s / len(batch), len(batch), peak)
                 )
             del ctxs
+            self._report(len(batch), f"decoded {len(rows)}/{len(cells)} configurations")
         return rows
 
     def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:

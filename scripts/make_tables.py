@@ -336,6 +336,9 @@ def main_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
             t.rows.append(((v,), cells))
         t.notes = [headline_note(suite, bool(g["official"].all()))] + common_notes(
             g, ci, paper_used, R.FULL in set(g["variant"]))
+        if str(model).endswith("]") and " [" in str(model):
+            t.notes.append(f"[{str(model).split(' [', 1)[1]}: this model's runs differ in these settings; each "
+                           "setting has its own tables, never averaged together.")
         finish(t)
         tables.append(t)
     return tables

@@ -6,6 +6,7 @@ import filecmp
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -296,3 +297,92 @@ def test_figures_written_and_reproducible(tmp_path):
     assert all(p.stat().st_size > 1000 for p in w1)
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "f1", tmp_path / "f2", names, shallow=False)
     assert not mismatch and not errors and len(w1) == len(w2)
+
+
+# ------------------------------------------------------------------------------- distinct configurations
+def _cfg(**settings) -> str:
+    base = {"model": "Qwen3-4B", "model_source": "hub", "dtype": "float32", "attn_impl": "sdpa", "task": "ruler_4k",
+            "task_params": {"length": 4096, "tasks": ["a"]}, "seed": 42, "max_context": None,
+            "max_new_tokens": None, "method": "keydiff", "r": 0.5, "safeguard": 0.2}
+    return json.dumps({**base, **settings}, sort_keys=True)
+
+
+@pytest.mark.parametrize("setting, values, column", [
+    ("dtype", ("float32", "bfloat16"), True),
+    ("seed", (42, 7), False),
+    ("max_new_tokens", (None, 16), False),
+])
+def test_runs_differing_in_a_setting_are_kept_apart_and_named(tmp_path, setting, values, column):
+    """Two runs of one model that differ in dtype, seed or max_new_tokens: never collapsed to the newest (the
+    old tables kept one of them, silently for the full reference); each gets its own table, named."""
+    rows = []
+    for k, v in enumerate(values):
+        extra = {setting: v} if column else {}
+        for m, scores in (("full", (100, 100)), ("keydiff", (100, 0))):
+            rows += [row(m, 0.5 if m != "full" else 0.0, "a", i, s if k == 0 else 100 - s,
+                         run_id=f"{m}-{k}", config_json=_cfg(method=m, **{setting: v}),
+                         created_at=f"2025-0{k + 1}-01T00:00:00Z", **extra) for i, s in enumerate(scores)]
+    write(rows, tmp_path / "res")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is dropped, so nothing to warn about
+        s = R.summary(R.load_results(tmp_path / "res"))
+    labels = {f"Qwen3-4B [{setting}={v if isinstance(v, str) else json.dumps(v)}]" for v in values}
+    assert set(s["model"]) == labels
+    assert (s["n"] == 2).all() and len(s) == 4  # full and keydiff for each setting, no row lost
+    full = s[s["method"] == "full"].set_index("model")["score"].to_dict()
+    assert sorted(full.values()) == [0.0, 100.0]  # the two full references stay apart
+    written = make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    mains = sorted(p.name for p in written if p.name.startswith("ruler_4k_") and p.suffix == ".md"
+                   and not p.stem.endswith("_tasks"))
+    assert len(mains) == 2 and all(setting in name for name in mains)
+    md = (tmp_path / "out" / mains[0]).read_text()
+    assert f"[{setting}=" in md and "each setting has its own tables" in md
+
+
+def test_settings_that_differ_only_between_tables_do_not_relabel(tmp_path):
+    """ruler_1k and ruler_4k rows differ in task.length and task, but never within one table: no label."""
+    rows = [row("keydiff", 0.5, "a", 0, 50, bucket=b, run_id=f"k{b}",
+                config_json=_cfg(task=f"ruler_{b // 1024}k", task_params={"length": b, "tasks": ["a"]}))
+            for b in (1024, 4096)]
+    rows += [row("keydiff", 0.5, "b", 0, 50, bucket=4096, run_id="kb",
+                 config_json=_cfg(task_params={"length": 4096, "tasks": ["b"]}))]  # another sub-task selection
+    write(rows, tmp_path / "res")
+    assert set(R.summary(R.load_results(tmp_path / "res"))["model"]) == {"Qwen3-4B"}
+
+
+def test_full_reference_repeated_per_r_is_silent_but_other_repeats_name_the_setting(tmp_path):
+    rows = [row("full", r, "a", 0, 100, run_id=f"f{r}", config_json=_cfg(method="full", r=r)) for r in (0.25, 0.5)]
+    rows += [row("keydiff", 0.5, "a", 0, 10, run_id="old", config_json=_cfg(method_class="KeyDiff"),
+                 created_at="2025-01-01T00:00:00Z"),
+             row("keydiff", 0.5, "a", 0, 90, run_id="new", config_json=_cfg(method_class="KeyDiff2"),
+                 created_at="2025-02-01T00:00:00Z")]
+    write(rows, tmp_path / "res")
+    with pytest.warns(UserWarning, match=r"differ in: method_class; kept the newest") as rec:
+        prep = R.prepare(R.load_results(tmp_path / "res"))
+    assert len(rec) == 1  # the full rows repeated per r say nothing
+    assert prep.loc[prep["method"] == "keydiff", "score"].tolist() == [90]
+
+
+def test_safeguards_get_their_own_variant(tmp_path):
+    rows = [row("nestedkv", 0.5, "a", 0, s, run_id=f"n{g}", config_json=_cfg(method="nestedkv", safeguard=g))
+            for g, s in ((0.2, 10), (0.1, 90))]
+    write(rows, tmp_path / "res")
+    s = R.summary(R.load_results(tmp_path / "res")).set_index("method")["score"].to_dict()
+    assert s == {"nestedkv[safeguard=0.2]": 10, "nestedkv[safeguard=0.1]": 90}
+
+
+def test_a_parquet_file_that_is_not_ours_is_named_not_called_corrupt(tmp_path):
+    write([row()], tmp_path / "res")
+    pd.DataFrame({"x": [1, 2]}).to_parquet(tmp_path / "res" / "my_data.parquet")
+    with pytest.raises(R.ResultsError) as err:
+        R.load_results(tmp_path / "res")
+    msg = str(err.value)
+    assert "my_data.parquet is a Parquet file but not a kvbench result file" in msg
+    assert "lacks the column(s) run_id, sample_id" in msg and "(it has x)" in msg
+    assert "delete" not in msg.lower() and "corrupt" not in msg.lower()
+    (tmp_path / "res" / "my_data.parquet").write_text("a,b\n1,2\n")  # a CSV under a .parquet name
+    with pytest.raises(R.ResultsError) as err:
+        R.load_results(tmp_path / "res")
+    msg = str(err.value)
+    assert "my_data.parquet is not a kvbench result file: it cannot be read as Parquet" in msg
+    assert "delete" not in msg.lower()
