@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from harness.chat import check_chat_template_kwargs, default_chat_template_kwargs, set_chat_kwargs
 from harness.configs import CONF_DIR  # conf/ in a clone, harness/conf in an installed wheel
 
 MODEL_CONF_DIR = CONF_DIR / "model"
@@ -41,7 +42,12 @@ class ModelSpec:
     tokenizer: str | None = None  # for random models: a model name or path whose tokenizer is used
     arch: dict[str, Any] = field(default_factory=dict)  # for random models: the architecture config
     max_position_embeddings: int | None = None
+    # chat-template variables (harness/chat.py), e.g. {"enable_thinking": False} for Qwen3; recorded per row
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.chat_template_kwargs = check_chat_template_kwargs(self.chat_template_kwargs, f"model {self.name!r}")
 
 
 def model_names() -> list[str]:
@@ -54,17 +60,23 @@ def model_spec(name_or_path: str | dict) -> ModelSpec:
     if isinstance(name_or_path, dict) or OmegaConf.is_config(name_or_path):
         d = OmegaConf.to_container(name_or_path, resolve=True) if OmegaConf.is_config(name_or_path) else dict(name_or_path)
         if d.get("source") == "auto":  # conf/model/custom.yaml: resolve the path the user gave
-            return model_spec(str(d["path"]))
+            spec = model_spec(str(d["path"]))
+            chat = d.get("chat_template_kwargs")
+            if chat is not None:  # model.chat_template_kwargs={...} replaces the default for the name
+                spec.chat_template_kwargs = check_chat_template_kwargs(chat, f"model {spec.name!r}")
+            return spec
         known = {k: d.pop(k) for k in list(d) if k in ModelSpec.__dataclass_fields__}
         return ModelSpec(**known, extra=d)
     conf = MODEL_CONF_DIR / f"{name_or_path}.yaml"
     if conf.exists():
         return model_spec(OmegaConf.load(conf))
+    chat = default_chat_template_kwargs(str(name_or_path))  # Qwen3 by hub id or path: thinking off, as its configs
     if os.path.isdir(name_or_path):
-        return ModelSpec(name=Path(name_or_path).name, source="path", path=str(name_or_path))
+        return ModelSpec(name=Path(name_or_path).name, source="path", path=str(name_or_path), chat_template_kwargs=chat)
     if "/" in str(name_or_path):
         if is_hub_id(str(name_or_path)):
-            return ModelSpec(name=str(name_or_path), source="hub", hub_id=str(name_or_path))
+            return ModelSpec(name=str(name_or_path), source="hub", hub_id=str(name_or_path),
+                             chat_template_kwargs=chat)
         what = "is a file, not a model directory" if os.path.exists(name_or_path) else "does not exist"
         raise ValueError(
             f"model path {name_or_path!r} {what}; give a directory holding a model (config.json and weights), "
@@ -217,10 +229,28 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 
 
 def load_tokenizer(name_or_path: str | ModelSpec):
-    """The tokenizer of a model (GGUF tokenizers are cached with the de-quantised weights)."""
+    """The tokenizer of a model (GGUF tokenizers are cached with the de-quantised weights), carrying the model's
+    chat-template variables (``harness.chat``: ``render_chat`` passes them to every rendering)."""
+    spec = name_or_path if isinstance(name_or_path, ModelSpec) else model_spec(name_or_path)
+    return set_chat_kwargs(_load_tokenizer(spec), spec.chat_template_kwargs)
+
+
+def tokenizer_ref(name_or_path: str | ModelSpec) -> str:
+    """A name ``AutoTokenizer.from_pretrained`` loads this model's tokenizer from without the harness (lm-eval's
+    RULER tasks size their prompts with one): the cached tokenizer folder of a GGUF model (written now if
+    needed), the tokenizer model's for a random model, else the hub id or path."""
+    spec = name_or_path if isinstance(name_or_path, ModelSpec) else model_spec(name_or_path)
+    if spec.source == "random":
+        return tokenizer_ref(spec.tokenizer or "smollm2-135m")
+    if spec.source == "gguf_package":
+        _load_tokenizer(spec)
+        return str(_gguf_cache_path(spec))
+    return str(spec.path if spec.source == "path" else spec.hub_id)
+
+
+def _load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    spec = name_or_path if isinstance(name_or_path, ModelSpec) else model_spec(name_or_path)
     if spec.source == "gguf_package":
         cached = _gguf_cache_path(spec)
         if (cached / "tokenizer_config.json").exists():
@@ -231,7 +261,7 @@ def load_tokenizer(name_or_path: str | ModelSpec):
         tok.save_pretrained(cached)
         return tok
     if spec.source == "random":
-        return load_tokenizer(spec.tokenizer or "smollm2-135m")
+        return _load_tokenizer(model_spec(spec.tokenizer or "smollm2-135m"))
     return AutoTokenizer.from_pretrained(spec.path if spec.source == "path" else spec.hub_id, **_hub_kwargs(spec))
 
 

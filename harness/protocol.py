@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from harness import attention
 from harness.cache import CompressedContext, batch_cache, keep_rows
+from harness.chat import render_chat
 from harness.memory import model_devices
 from harness.records import Record
 from methods.base import Method
@@ -36,11 +37,11 @@ class Encoded:
 
 def render_parts(tokenizer, record: Record) -> tuple[str, str]:
     """(context part, question part) text. With a chat template the context part ends inside the user turn and
-    the question part holds the rest of the turn, the assistant header and the answer prefix."""
+    the question part holds the rest of the turn, the assistant header and the answer prefix. The model's chat
+    settings apply (``harness.chat``: Qwen3's empty think block ends the question part when thinking is off)."""
     if record.chat_template and getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": _PLACEHOLDER + record.question}], add_generation_prompt=True, tokenize=False
-        )
+        rendered = render_chat(tokenizer, [{"role": "user", "content": _PLACEHOLDER + record.question}],
+                               add_generation_prompt=True)
         head, tail = rendered.split(_PLACEHOLDER, 1)
         return head + record.context, tail + record.answer_prefix
     return record.context, record.question + record.answer_prefix

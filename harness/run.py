@@ -17,8 +17,12 @@ from harness.sweep import SweepRunner, device_name, git_commit, group_by_context
 
 
 def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
-    """The parts of the resolved configuration that define results (hashed into run_id, with the cell)."""
+    """The parts of the resolved configuration that define results (hashed into run_id, with the cell). The
+    model's chat-template variables only when it has some (Qwen3: thinking off), so the run_ids of models
+    without any stay as they were."""
+    chat = {"chat_template_kwargs": plan.model.chat_template_kwargs} if plan.model.chat_template_kwargs else {}
     return {
+        **chat,
         "model": plan.model.name,
         "model_source": plan.model.hub_id or plan.model.path or plan.model.package or plan.model.source,
         "dtype": dtype,

@@ -20,6 +20,7 @@ import torch
 
 from harness import attention
 from harness.cache import compress, full_cache_bytes
+from harness.chat import chat_kwargs, kwargs_json, strip_thinking
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import (
     compressed_layers, decode, encode_context, encode_question, eviction_rule, kept_budget, prefill, select_positions,
@@ -231,7 +232,8 @@ class SweepRunner:
         return rows
 
     def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:
-        score = float(self.score(rec, pred)) if self.score else float("nan")
+        scored = strip_thinking(pred)  # <think>...</think> never reaches the metric; the raw prediction is kept
+        score = float(self.score(rec, scored)) if self.score else float("nan")
         row = {
             **self.static,
             "run_id": cell.run_id,
@@ -260,6 +262,8 @@ class SweepRunner:
             "kv_bytes_kept": int(ctx.kv_bytes),
             "n_generated_tokens": int(n_gen),
             "prediction": pred,
+            "prediction_scored": scored,  # what the metric saw: the prediction without thinking text
+            "chat_template_kwargs": kwargs_json(chat_kwargs(self.tokenizer)),  # e.g. {"enable_thinking": false}
             "answers": list(rec.answers),
             "metric": rec.metric,
             "score": score,

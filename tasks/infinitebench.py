@@ -656,9 +656,10 @@ class PromptCounter:
         self.tokenizer = tokenizer
         self.pre = self.post = None
         if getattr(tokenizer, "chat_template", None):
-            rendered = tokenizer.apply_chat_template(
-                [{"role": "user", "content": self.PLACEHOLDER}], tokenize=False, add_generation_prompt=True
-            )
+            from harness.chat import render_chat  # the model's chat settings (Qwen3: thinking off)
+
+            turn = [{"role": "user", "content": self.PLACEHOLDER}]
+            rendered = render_chat(tokenizer, turn, add_generation_prompt=True)
             if isinstance(rendered, str) and rendered.count(self.PLACEHOLDER) == 1:
                 self.pre, self.post = rendered.split(self.PLACEHOLDER)
 

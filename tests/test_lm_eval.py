@@ -167,6 +167,9 @@ def test_loglikelihood_on_the_compressed_cache(full_lm, keydiff_lm, lm_modules, 
         (dict(r=1.5), "outside [0, 1)"),
         (dict(method="nosuch"), "unknown method 'nosuch'"),
         (dict(budget_policy="greedy"), "uniform or adaptive"),
+        (dict(dtype="float8"), "dtype='float8' is unknown"),
+        (dict(max_gen_toks="many"), "max_gen_toks must be a positive integer"),
+        (dict(enable_thinking="maybe"), "enable_thinking must be true or false"),
     ],
 )
 def test_bad_model_args_fail_before_loading(lm_modules, monkeypatch, args, message):
@@ -206,13 +209,136 @@ def test_simple_evaluate_on_local_tasks(keydiff_lm, task_dir):
 
 
 def test_cli(task_dir):
+    """The README command as written (no --device: lm-eval's own default, cuda:0, must not reach the model)."""
     out = subprocess.run(
         [sys.executable, "-m", "harness.lm_eval_adapter", "--model", "kvcompress", "--model_args",
-         "model=tiny-llama-random,method=snapkv,r=0.5,dtype=float32,device=cpu", "--tasks", "kvb_tiny_gen",
+         "model=tiny-llama-random,method=snapkv,r=0.5,dtype=float32", "--tasks", "kvb_tiny_gen",
          "--include_path", str(task_dir), "--limit", "1", "--output_path", str(task_dir / "out")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "query-aware" in out.stderr and "kvb_tiny_gen" in out.stdout
-    saved = json.loads(next((task_dir / "out").rglob("results_*.json")).read_text())
+    (saved_path,) = (task_dir / "out").rglob("results_*.json")
+    assert saved_path.parent.name == "tiny-llama-random__snapkv__r=0.5__uniform"  # not just the model's name
+    saved = json.loads(saved_path.read_text())
     assert saved["config"]["kvcompress"]["query_aware"] is True and saved["config"]["kvcompress"]["method"] == "snapkv"
+    assert saved["config"]["device"] == "auto"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert saved["config"]["kvcompress"]["device"].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "model_args, message",
+    [
+        ("model=tiny-llama-random,r=1.5", "outside [0, 1)"),
+        ("model=tiny-llama-random,window_size=3", "method.<name>=<value>"),
+        ("model=nosuch", "unknown model 'nosuch'"),
+        ("model=tiny-llama-random,dtype=float8", "dtype='float8' is unknown"),
+    ],
+)
+def test_cli_bad_model_args_are_one_line_and_fast(task_dir, model_args, message):
+    import time
+
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.lm_eval_adapter", "--model", "kvcompress", "--model_args", model_args,
+         "--tasks", "kvb_tiny_gen", "--include_path", str(task_dir), "--output_path", str(task_dir / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 2 and message in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: "), out.stderr
+    assert seconds < 60  # before lm-eval indexes its tasks or any weights load (seconds on an idle machine)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_fails_before_loading(lm_modules, monkeypatch):
+    monkeypatch.setattr(lm_modules, "load_model", lambda *a, **k: pytest.fail("weights loaded before validation"))
+    with pytest.raises(UsageError, match="needs a CUDA GPU and none is visible"):
+        lm_modules.KVCompressLM(model="tiny-llama-random", device="cuda:0")
+
+
+def test_prepare_argv_device_and_ruler_tokenizer(lm_modules):
+    from transformers import AutoTokenizer
+
+    base = ["--model", "kvcompress", "--model_args", "model=tiny-llama-random,r=0.5", "--tasks", "niah_single_1"]
+    argv = lm_modules.prepare_argv(base)
+    assert argv[0] == "run" and argv[argv.index("--device") + 1] == "auto"  # not lm-eval's default cuda:0
+    ref = json.loads(argv[argv.index("--metadata") + 1])["tokenizer"]  # RULER sizes its prompts with it
+    assert len(AutoTokenizer.from_pretrained(ref)("one two three").input_ids) == 3  # loads offline, no conf name
+    explicit = lm_modules.prepare_argv([*base, "--device", "cpu", "--metadata", "tokenizer=gpt2"])
+    assert explicit.count("--device") == 1 and explicit.count("--metadata") == 1
+    given = lm_modules.prepare_argv(["-M", "kvcompress", "-a", "model=tiny-llama-random,tokenizer=x", "device=cpu",
+                                     "-t", "t"])
+    assert "--metadata" not in given and given.count("--device") == 1
+    other = ["--model", "hf", "--model_args", "pretrained=gpt2", "--tasks", "t"]
+    assert lm_modules.prepare_argv(other) == other
+    with pytest.raises(UsageError, match="device=cuda:free is for harness multiruns"):
+        lm_modules.prepare_argv([*base, "--device", "cuda:free"])
+
+
+def test_missing_packages_of_lm_evals_longbench_tasks_are_named(lm_modules, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fuzzywuzzy" else real(name, *a))
+    argv = ["--model", "kvcompress", "--model_args", "model=tiny-llama-random", "--tasks",
+            "kvb_tiny_gen,longbench_qasper"]
+    need = r"longbench tasks need .*\(fuzzywuzzy missing\): pip install 'lm-eval\[longbench\]'"
+    with pytest.raises(UsageError, match=need):
+        lm_modules.prepare_argv(argv)
+    lm_modules.prepare_argv(argv[:-1] + ["kvb_tiny_gen"])  # other tasks do not need them
+
+
+def test_results_folders_differ_by_method_and_budget(lm_modules):
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
+
+    def folder(source, args):
+        tracker = GeneralConfigTracker()
+        tracker.log_experiment_args(model_source=source, model_args=args, system_instruction=None,
+                                    chat_template=None, fewshot_as_multiturn=False)
+        return tracker.model_name_sanitized
+
+    names = {
+        folder("kvcompress", "model=tiny-llama-random,method=keydiff,r=0.5"),
+        folder("kvcompress", {"model": "tiny-llama-random", "method": "keydiff", "r": 0.75}),
+        folder("kvcompress", "model=tiny-llama-random,method=snapkv,r=0.5"),
+        folder("kvcompress", "model=tiny-llama-random,method=snapkv,r=0.5,method.window_size=8"),
+        folder("kvcompress", "model=tiny-llama-random,method=snapkv,budget_tokens=64"),
+        folder("kvcompress", "model=tiny-llama-random,method=snapkv,r=0.5,budget_policy=adaptive"),
+    }
+    assert len(names) == 6 and "tiny-llama-random__keydiff__r=0.5__uniform" in names
+    assert folder("hf", "pretrained=gpt2") == "gpt2"  # lm-eval's own models keep lm-eval's naming
+
+
+# ------------------------------------------------------------------------------------ chat settings (Qwen3)
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    """A local tiny Qwen3 with Qwen3's chat template; its folder name makes it a Qwen3 (thinking off)."""
+    from harness.models import build_random_model, load_tokenizer
+    from test_chat import QWEN3_TEMPLATE, TINY_QWEN3
+
+    path = tmp_path_factory.mktemp("local") / "tiny-Qwen3-local"
+    build_random_model(TINY_QWEN3["arch"]).save_pretrained(path)
+    tok = load_tokenizer("smollm2-135m")
+    tok.chat_template = QWEN3_TEMPLATE
+    tok.save_pretrained(path)
+    return path
+
+
+def test_qwen3_chat_template_with_thinking_off_and_thinking_stripped(lm_modules, qwen3_dir, monkeypatch):
+    from test_chat import EMPTY_THINK
+
+    lm = lm_modules.KVCompressLM(model=str(qwen3_dir), method="full", dtype="float32", device="cpu")
+    turn = [{"role": "user", "content": "Where is the key?"}]
+    assert lm.apply_chat_template(turn).endswith(EMPTY_THINK)
+    monkeypatch.setattr(lm, "_generate", lambda *a, **k: "<think>\nblue box?\n</think>\n\nthe blue box")
+    assert lm.generate_until([_gen(PROMPT)], disable_tqdm=True) == ["the blue box"]
+    info = lm.get_model_info()["kvcompress"]
+    assert info["chat_template_kwargs"] == {"enable_thinking": False} and info["thinking_stripped"] == 1
+    assert lm.settings.folder.endswith("__enable_thinking=False")
+    on = lm_modules.KVCompressLM(model=str(qwen3_dir), method="full", dtype="float32", device="cpu",
+                                 enable_thinking="true")
+    assert not on.apply_chat_template(turn).endswith(EMPTY_THINK) and on.settings.folder != lm.settings.folder
+    with pytest.raises(UsageError, match="enable_thinking must be true or false"):
+        lm_modules.KVCompressLM(model=str(qwen3_dir), enable_thinking="maybe")
