@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness.models import _gguf_cache_path, context_window, gguf_path, model_spec
+from harness.models import ModelFilesError, _gguf_cache_path, context_window, gguf_path, model_spec
 
 CHUNKS = [b"GGUF" + bytes(range(256)) * 3, b"second chunk \x00\xff" * 50, b"tail"]
 WHOLE = b"".join(CHUNKS)
@@ -70,7 +70,7 @@ def test_split_gguf_is_assembled_verified_and_reused(fake_packages, tmp_path, pa
 
 @pytest.mark.parametrize("parts", [True, False], ids=["gguf_parts", "package_assemble"])
 def test_a_bad_checksum_leaves_nothing_behind(fake_packages, tmp_path, parts):
-    with pytest.raises(ValueError, match="SHA-256"):
+    with pytest.raises(ModelFilesError, match="SHA-256"):
         gguf_path(_spec(sha="0" * 64, parts=parts))
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
@@ -86,7 +86,7 @@ def test_missing_chunks_name_the_install_command(fake_packages):
     spec = _spec()
     spec.install_hint = "pip install fake==1"
     spec.extra["gguf_parts"] = ["fakegguf_part1/data/nope.part00"]
-    with pytest.raises(FileNotFoundError, match="pip install fake==1"):
+    with pytest.raises(ModelFilesError, match="pip install fake==1"):
         gguf_path(spec)
 
 
