@@ -1,4 +1,4 @@
-"""The evaluation protocol for one context (protocol.md): split, prefill with scoring, compress, decode.
+"""The evaluation protocol for one context (docs/protocol.md): split, prefill with scoring, compress, decode.
 
 1. ``encode_context`` / ``encode_question``: render the chat template with the context at the start of the user turn; tokenise the context
    part and the question part separately, so the context boundary is exact; middle-truncate the context.

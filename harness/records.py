@@ -1,4 +1,4 @@
-"""The protocol's unit of work: one task sample (protocol.md, "The protocol (one sample)")."""
+"""The protocol's unit of work: one task sample (docs/protocol.md, "One sample")."""
 
 from __future__ import annotations
 

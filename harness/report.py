@@ -1,4 +1,4 @@
-"""Aggregation of result rows (protocol.md, "Result rows") shared by ``scripts/make_tables.py`` and
+"""Aggregation of result rows (docs/protocol.md, "Result rows") shared by ``scripts/make_tables.py`` and
 ``scripts/make_figures.py``.
 
 Pipeline: ``load_results`` (read + deduplicate part files) -> ``prepare`` (configuration labels, one row per

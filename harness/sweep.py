@@ -2,7 +2,7 @@
 
 Prefill attention is full and compression happens after it, so every method's scores come out of one
 prefill; each configuration then costs a gather plus its question decode, and the decodes of a context's
-configurations run as batches (protocol.md, "Why one prefill serves a whole sweep").
+configurations run as batches (docs/protocol.md, "Why one prefill serves a whole sweep").
 """
 
 from __future__ import annotations
@@ -273,8 +273,8 @@ class SweepRunner:
             "decode_s": float(decode_s),
             "decode_batch_size": int(batch),
             "peak_mem_bytes": int(peak),
+            "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
-        row["data_source"] = str(rec.extra.get("data_source", ""))  # the file or hub set the record came from
         for key in ("depth", "needle_start", "needle_end"):
             if key in rec.extra:
                 row[key] = rec.extra[key]

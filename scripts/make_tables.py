@@ -31,8 +31,7 @@ import pandas as pd  # noqa: E402
 from harness import report as R  # noqa: E402
 
 # The NestedKV paper's reported numbers for Qwen3-4B (Chen et al., "Nested Memory Routing for Long-Context KV
-# Cache Compression", arXiv 2605.26678), as quoted in the project spec /work/shared/spec/methods.md ("Ablations"
-# and "Headline numbers reported for Qwen3-4B"). Key: (suite, length_bucket or None = any, method, r or None =
+# Cache Compression", arXiv 2605.26678: its ablation table and its headline numbers for Qwen3-4B). Key: (suite, length_bucket or None = any, method, r or None =
 # any r); value: (score, approximate?). The paper used kvpress defaults (query-agnostic, default params).
 PAPER_MODEL = "qwen3-4b"  # matched case-insensitively as a substring of the model name
 PAPER = {

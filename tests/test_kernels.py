@@ -1,4 +1,4 @@
-"""Kernel independence (models.md, "Attention kernels"): scores and kept positions do not depend on which kernel
+"""Kernel independence (docs/models.md, "Attention kernels"): scores and kept positions do not depend on which kernel
 computes the attention itself. For each tiny architecture and each method configuration in conf/method/, the
 prefill under ``sdpa`` and under ``eager`` gives the same scores (up to float rounding: a layer's inputs are the
 previous layers' attention outputs, which the two kernels round differently) and exactly the same kept positions;
