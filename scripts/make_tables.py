@@ -31,8 +31,8 @@ import pandas as pd  # noqa: E402
 from harness import report as R  # noqa: E402
 
 # The NestedKV paper's reported numbers for Qwen3-4B (Chen et al., "Nested Memory Routing for Long-Context KV
-# Cache Compression", arXiv 2605.26678: its ablation table and its headline numbers for Qwen3-4B). Key: (suite, length_bucket or None = any, method, r or None =
-# any r); value: (score, approximate?). The paper used kvpress defaults (query-agnostic, default params).
+# Cache Compression", arXiv 2605.26678: its ablation table and its headline numbers for Qwen3-4B).
+# Key: (suite, length_bucket or None = any, method, r or None = any r); value: (score, approximate?). The paper used kvpress defaults (query-agnostic, default params).
 PAPER_MODEL = "qwen3-4b"  # matched case-insensitively as a substring of the model name
 PAPER = {
     ("ruler", 4096, "nestedkv", 0.75): (79.32, False),
