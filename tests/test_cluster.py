@@ -56,9 +56,17 @@ def test_shard_syntax_and_assignment():
     parts = [{c for c in ids if shard_of(c, 4) == i} for i in range(4)]
     assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)  # a partition
     assert all(60 < len(p) < 140 for p in parts)  # roughly balanced
-    # a context's shard depends on its id alone: more samples or other sub-tasks never move it
-    assert [shard_of(c, 4) for c in ids[:10]] == [shard_of(c, 4) for c in ids[:10]]
-    assert shard_of("vt/0", 4) == int.from_bytes(__import__("hashlib").sha1(b"vt/0").digest()[:8], "big") % 4
+    # a context's shard depends on its id alone: the first 8 bytes of its SHA-1 modulo n, the same in every process
+    # (Python's own str hash differs per process: jobs on other hosts would disagree and rows would be lost)
+    import hashlib
+    import subprocess
+    import sys
+
+    assert [shard_of(c, 4) for c in ids] == [int(hashlib.sha1(c.encode()).hexdigest()[:16], 16) % 4 for c in ids]
+    code = f"from harness.plan import shard_of; print([shard_of(c, 4) for c in {ids!r}])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": "12345"}, check=True)
+    assert other.stdout.strip() == str([shard_of(c, 4) for c in ids])
 
 
 def test_shards_union_equals_unsharded_and_resume_across_layouts(tmp_path):

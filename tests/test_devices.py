@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,15 +22,22 @@ def two_gpus(monkeypatch, tmp_path):
     return tmp_path / "locks"
 
 
-def test_concurrent_runs_hold_different_gpus_and_a_third_waits(two_gpus):
+def test_concurrent_runs_hold_different_gpus_and_a_third_waits(two_gpus, monkeypatch):
+    waiting = threading.Event()  # set when a claim has tried every GPU and goes to sleep before the next round
+
+    def sleep(seconds):
+        waiting.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(devices, "time", SimpleNamespace(sleep=sleep))
     with devices.claimed_device("cuda:free") as first, devices.claimed_device("cuda:free") as second:
         assert {first, second} == {"cuda:0", "cuda:1"}
         got = []
         third = threading.Thread(target=lambda: got.append(_claim_once()))
         third.start()
-        time.sleep(0.2)
-        assert not got  # both GPUs are held: the third run waits
-    third.join(timeout=5)
+        assert waiting.wait(timeout=10)  # both GPUs are held: the third run found none free...
+        assert not got  # ...and is still waiting
+    third.join(timeout=10)
     assert got and got[0] in {"cuda:0", "cuda:1"}  # it ran once a GPU was handed back
 
 
