@@ -134,7 +134,7 @@ class LayerMask:
 
 @dataclass
 class Rules:
-    """The decode rules of a batch (``methods.base.DecodeRule``, declared by the methods: e.g. H2O's online
+    """The decode rules of a batch (``methods.base.DecodeRule``, declared by the methods, e.g. an online
     eviction) and the validity of every cached entry they maintain. The engine feeds each rule its row's
     attention and applies the validity it returns; what a rule does is its method's business."""
 

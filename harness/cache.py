@@ -46,7 +46,7 @@ class LayerEntries:
 class CompressedContext:
     layers: list[LayerEntries]
     n_context: int  # context tokens prefilled (before compression)
-    next_position: int  # where the question starts (n, or n_kept with StreamingLLM's rerotate)
+    next_position: int  # where the question starts (n, or n_kept when the method declares rerotate)
     n_kept_per_head: list[list[int]]  # per compressed layer, per head (for kept_fraction / n_kept_mean)
 
     @property

@@ -5,7 +5,7 @@
 2. ``prefill``: forward the context tokens (positions 0..n-1) with full attention through the base model (no
    logits for every position), recording each method's scores in the harness attention function.
 3. ``select_positions`` + ``cache.compress``: keep each configuration's positions per layer and KV head.
-4. ``decode``: feed the question part at positions n, n+1, ... (StreamingLLM ``rerotate``: n_kept, ...) and
+4. ``decode``: feed the question part at positions n, n+1, ... (a method that declares ``rerotate``: n_kept, ...) and
    decode greedily until EOS, a stop string or ``max_new_tokens``; several configurations decode as one batch.
 """
 
@@ -217,9 +217,10 @@ def decode(
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
-    ``rules[b]``: the decode rule of row b's configuration (``decode_rule``; e.g. H2O's online eviction), or
-    None (keep rows with rules in batches of their own: they use an explicit softmax). ``eos``: the token ids that end a row (None: the model's
-    and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for timing). Returns (predictions,
+    ``rules[b]``: the decode rule of row b's configuration (``decode_rule``, e.g. an online eviction), or
+    None (keep rows with rules in batches of their own: they use an explicit softmax). ``eos``: the token ids
+    that end a row (None: the model's and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for
+    timing). Returns (predictions,
     generated token counts, seconds)."""
     device = next(model.parameters()).device
     ev = None

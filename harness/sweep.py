@@ -34,7 +34,7 @@ from methods.base import Method
 class Cell:
     """One configuration of a sweep: a method (with its parameters) at one budget."""
 
-    label: str  # the method config's name, e.g. "nestedkv_uniform"
+    label: str  # the method config's name (conf/method/<label>.yaml)
     method: Method
     r: float | None
     budget_tokens: int | None
@@ -196,7 +196,7 @@ class SweepRunner:
                                 cell.safeguard, self.n_layers)
 
     def _batches(self, cells: list[Cell], n: int) -> list[list[Cell]]:
-        """Decode batches; configurations with a decode rule (H2O online) batch only among themselves.
+        """Decode batches; configurations with a decode rule batch only among themselves.
         Largest budgets first, so that a batch's rows have similar cache lengths (every row attends over the
         batch's longest cache, padding masked): r = 0.9 rows do not pay for a full cache's length."""
         out = []
