@@ -25,8 +25,8 @@ Request types:
   ``max_gen_toks`` honoured, prompts longer than the window are left-truncated (as lm-eval's ``hf`` model).
 - ``loglikelihood`` (multiple choice): computed on the compressed cache. The context minus its last token is
   prefilled and compressed, then its last token and the continuation are fed at once over the compressed cache;
-  the continuation is never compressed. (Decode-time eviction, ``h2o_online``, is not applied while scoring a
-  continuation.) Consecutive requests with the same context share one prefill.
+  the continuation is never compressed. (A method's decode rule, ``Method.decode_rule``, is not applied while
+  scoring a continuation.) Consecutive requests with the same context share one prefill.
 - ``loglikelihood_rolling`` (perplexity): NotImplementedError.
 
 This module imports lm-eval; nothing else in the harness imports this module (``pip install 'kvbench[lmeval]'``).
