@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from methods.base import LayerInputs, Method
+from methods.base import DecodeRule, LayerInputs, Method
 
 _local = threading.local()
 
@@ -47,20 +47,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rotary_cos_sin(rotary_emb, x: torch.Tensor, positions: torch.Tensor, layer_type: str | None = None):
+    """The model's own RoPE tables at ``positions`` (1, m): (cos, sin), each (1, m, d), as its layers get them
+    (``attention_scaling`` included). Hybrid models (Gemma 3) keep one RoPE per layer type and take it as an
+    argument; compressed layers are global (``full_attention``) unless told otherwise."""
+    try:
+        return rotary_emb(x, position_ids=positions)
+    except TypeError:
+        return rotary_emb(x, position_ids=positions, layer_type=layer_type or "full_attention")
+
+
+def _layer_type(module) -> str | None:
+    cfg = getattr(module, "config", None)
+    types = getattr(cfg, "layer_types", None)
+    return types[module.layer_idx] if types else None
+
+
 @dataclass
 class Scoring:
-    """Collects ``scores[key][layer] = (H_kv, n)`` for each method during one prefill."""
+    """Collects ``scores[key][layer] = (H_kv, n)`` for each method during one prefill.
+
+    What a layer's ``LayerInputs`` carries follows the methods' declarations (``needs_queries``,
+    ``needs_rotary``); ``rotary_emb`` is the model's rotary module (needed only for ``needs_rotary``)."""
 
     methods: dict[str, Method]  # score key -> method
     layers: set[int] | None = None  # layers to score (None: all)
+    rotary_emb: object = None
     scores: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         self.needs_queries = any(m.needs_queries for m in self.methods.values())
+        self.needs_rotary = any(m.needs_rotary for m in self.methods.values())
+        if self.needs_rotary and self.rotary_emb is None:
+            raise ValueError("a method needs the rotary embedding (needs_rotary) but the model has none")
         for key in self.methods:
             self.scores[key] = {}
             self.seconds[key] = 0.0
+
+    def _rotary(self, module, like: torch.Tensor):
+        """positions (m,) -> pure rotation tables (cos, sin), each (m, d) float32, on ``like``'s device."""
+        layer_type = _layer_type(module)
+        scale = float(getattr(self.rotary_emb, "attention_scaling", 1.0) or 1.0)
+
+        def tables(positions: torch.Tensor):
+            buf = next(self.rotary_emb.buffers(), None)  # inv_freq: the tables are computed where it lives
+            device = buf.device if buf is not None else like.device
+            probe = torch.zeros(1, dtype=torch.float32, device=device)  # gives the tables' dtype and device only
+            cos, sin = rotary_cos_sin(self.rotary_emb, probe, positions.to(device)[None], layer_type)
+            return (cos[0].float() / scale).to(like.device), (sin[0].float() / scale).to(like.device)
+
+        return tables, scale
 
     def observe(self, module, query, key, value, scaling) -> None:
         idx = module.layer_idx
@@ -73,6 +110,9 @@ class Scoring:
             queries=query[0] if self.needs_queries else None,
             scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
         )
+        if self.needs_rotary:  # the prefill runs at positions 0..n-1 (harness.protocol.prefill)
+            layer.positions = torch.arange(key.shape[-2], device=key.device)
+            layer.rotary, layer.rope_scaling = self._rotary(module, key)
         for name, method in self.methods.items():
             _sync(key.device)
             t0 = time.perf_counter()
@@ -89,23 +129,16 @@ class LayerMask:
     positions: torch.Tensor  # (B, H_kv, L) int64: RoPE position of each cached context entry
     valid: torch.Tensor | None  # (B, H_kv, L) bool, None when every entry is valid
     sliding_window: int | None = None
-    scores: torch.Tensor | None = None  # (B, H_kv, L) prefill scores of the entries (H2O online eviction)
+    scores: torch.Tensor | None = None  # (B, H_kv, L) prefill scores of the entries (for decode rules)
 
 
 @dataclass
-class Eviction:
-    """H2O's online form (methods.md): while decoding, every new token's attention row is added to the
-    accumulated scores, and once a head holds more valid entries than it was given at compression (its budget:
-    ``n_kept`` under a uniform budget, its share of the layer's budget under an adaptive one) the lowest-scoring
-    entries outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its
-    budget)."""
+class Rules:
+    """The decode rules of a batch (``methods.base.DecodeRule``, declared by the methods, e.g. an online
+    eviction) and the validity of every cached entry they maintain. The engine feeds each rule its row's
+    attention and applies the validity it returns; what a rule does is its method's business."""
 
-    rows: list[int]  # batch rows that evict
-    recent: dict[int, int]  # row -> protected most recent entries
-    normalize: dict[int, bool] = field(default_factory=dict)  # row -> rank by acc / seen (H2O ``normalize``)
-    budget: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv) entries each head keeps
-    acc: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) accumulated attention
-    seen: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) queries that saw each
+    rules: dict[int, DecodeRule]  # batch row -> its configuration's rule
     valid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) entry validity
 
 
@@ -115,35 +148,22 @@ class Masking:
 
     layers: dict[int, LayerMask]
     appended: torch.Tensor  # (B, m) int64 positions of question/generated tokens in the cache so far
-    eviction: Eviction | None = None
+    rules: Rules | None = None
 
     def extend(self, positions: torch.Tensor) -> None:
         self.appended = torch.cat([self.appended, positions], dim=1)
 
     def evict(self) -> None:
-        """After a forward step: drop the lowest-scoring non-recent entries of heads over their budget."""
-        ev = self.eviction
-        if ev is None:
+        """After a forward step: each row's decode rule updates the validity of its entries."""
+        if self.rules is None:
             return
-        for idx, acc in ev.acc.items():
-            valid = ev.valid[idx]
-            for b in ev.rows:
-                # entries are in position order (context, then appended), so the last ``recent`` valid ones are recent
-                v = valid[b]  # (H_kv, T)
-                excess = v.sum(-1) - ev.budget[idx][b]
-                if int(excess.max()) <= 0:
-                    continue
-                rank_from_end = v.flip(-1).cumsum(-1).flip(-1)  # valid entries at or after each slot
-                candidate = v & (rank_from_end > ev.recent[b])
-                score = acc[b] / ev.seen[idx][b].clamp(min=1) if ev.normalize.get(b) else acc[b]
-                score = score.masked_fill(~candidate, float("inf"))
-                order = torch.sort(score, dim=-1, stable=True).indices
-                for h in range(v.shape[0]):
-                    k = int(excess[h])
-                    if k > 0:
-                        v[h, order[h, :k]] = False
-def scoring(methods: dict[str, Method], layers: set[int] | None = None):
-    return _activate("scoring", Scoring(methods, layers))
+        for idx, valid in self.rules.valid.items():
+            for b, rule in self.rules.rules.items():
+                valid[b] = rule.evict(idx, valid[b])
+
+
+def scoring(methods: dict[str, Method], layers: set[int] | None = None, rotary_emb=None):
+    return _activate("scoring", Scoring(methods, layers, rotary_emb))
 
 
 def masking(state: Masking):
@@ -164,46 +184,41 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
     allowed = key_pos[:, :, None, :] <= q_pos[:, None, :, None]  # (B, H_kv, q, kv)
     if meta.sliding_window:
         allowed &= key_pos[:, :, None, :] > (q_pos[:, None, :, None] - meta.sliding_window)
-    ev = state.eviction if (state.eviction is not None and meta.scores is not None) else None
+    rs = state.rules if (state.rules is not None and meta.scores is not None) else None
     valid = None
-    if meta.valid is not None or ev is not None:
+    if meta.valid is not None or rs is not None:
         ctx_valid = meta.valid if meta.valid is not None else torch.ones_like(meta.positions, dtype=torch.bool)
         valid = torch.cat([ctx_valid, ctx_valid.new_ones(bsz, h_kv, n_app)], dim=-1)
-    if ev is not None:
-        if idx not in ev.valid:  # first step: each head's budget is what compression gave it
-            ev.valid[idx] = valid[..., :n_ctx].clone()
-            ev.budget[idx] = ev.valid[idx].sum(-1)
-            # prefill queries that saw each context entry: n - j (the first appended token sits at position n)
-            ev.seen[idx] = (appended[:, :1, None] - meta.positions).clamp(min=1).to(meta.scores.dtype)
-            norm = torch.tensor([ev.normalize.get(b, False) for b in range(bsz)], device=key.device)
-            # the raw sums F(j): normalised prefill scores are F(j) / (n - j)
-            ev.acc[idx] = torch.where(norm[:, None, None], meta.scores * ev.seen[idx], meta.scores)
-        grow = kv_len - ev.valid[idx].shape[-1]
-        ev.valid[idx] = torch.cat([ev.valid[idx], ev.valid[idx].new_ones(bsz, h_kv, grow)], dim=-1)
-        ev.acc[idx] = torch.cat([ev.acc[idx], ev.acc[idx].new_zeros(bsz, h_kv, grow)], dim=-1)
-        ev.seen[idx] = torch.cat([ev.seen[idx], ev.seen[idx].new_zeros(bsz, h_kv, grow)], dim=-1)
-        valid = ev.valid[idx]
+    if rs is not None:
+        if idx not in rs.valid:  # first step: the rules start from the compressed context
+            rs.valid[idx] = valid[..., :n_ctx].clone()
+            for b, rule in rs.rules.items():
+                rule.start(idx, meta.scores[b], meta.positions[b], rs.valid[idx][b], int(appended[b, 0]))
+        grow = kv_len - rs.valid[idx].shape[-1]
+        rs.valid[idx] = torch.cat([rs.valid[idx], rs.valid[idx].new_ones(bsz, h_kv, grow)], dim=-1)
+        valid = rs.valid[idx]
     if valid is not None:
         allowed &= valid[:, :, None, :]
-    if ev is not None:
-        ev.seen[idx] += allowed.sum(dim=2)
     groups = query.shape[1] // h_kv
-    if ev is None:
+    if rs is None:
         # GQA without copying the cache: fold each KV head's G query heads into the query axis
         d = query.shape[-1]
         packed = query.reshape(bsz, h_kv, groups * q_len, d)
         mask = allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
         out = F.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
         return out.reshape(bsz, h_kv * groups, q_len, -1).transpose(1, 2).contiguous(), None
+    seen = allowed.sum(dim=2)  # (B, H_kv, kv) queries of this step that saw each entry
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
         allowed = allowed.repeat_interleave(groups, dim=1)
-    # explicit softmax: the new tokens' attention rows feed H2O's accumulated scores
+    # explicit softmax: the new tokens' attention rows feed the decode rules
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     logits = (query.float() @ key.float().transpose(2, 3)) * scale
     probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
-    ev.acc[idx] += probs.sum(dim=2).reshape(bsz, h_kv, groups, kv_len).mean(dim=2)
+    received = probs.sum(dim=2).reshape(bsz, h_kv, groups, kv_len).mean(dim=2)  # (B, H_kv, kv)
+    for b, rule in rs.rules.items():
+        rule.observe(idx, received[b], seen[b])
     out = (probs.to(value.dtype) @ value).transpose(1, 2).contiguous()
     return out, None
 

@@ -29,7 +29,7 @@ class LayerEntries:
     valid: torch.Tensor | None  # (1, H_kv, L) bool or None
     sliding_window: int | None = None
     compressed: bool = True
-    scores: torch.Tensor | None = None  # (1, H_kv, L) the method's prefill scores of the kept entries
+    scores: torch.Tensor | None = None  # (1, H_kv, L) the method's prefill scores of the kept entries (decode rules)
 
     @property
     def length(self) -> int:
@@ -46,7 +46,7 @@ class LayerEntries:
 class CompressedContext:
     layers: list[LayerEntries]
     n_context: int  # context tokens prefilled (before compression)
-    next_position: int  # where the question starts (n, or n_kept with StreamingLLM's rerotate)
+    next_position: int  # where the question starts (n, or n_kept when the method declares rerotate)
     n_kept_per_head: list[list[int]]  # per compressed layer, per head (for kept_fraction / n_kept_mean)
 
     @property
@@ -142,7 +142,7 @@ def compress(
 
 
 def batch_cache(
-    contexts: list[CompressedContext], eviction=None, device: torch.device | str | None = None
+    contexts: list[CompressedContext], rules=None, device: torch.device | str | None = None
 ) -> tuple[DynamicCache, Masking, torch.Tensor]:
     """One DynamicCache holding several configurations' contexts as batch rows (padded with masks).
 
@@ -172,7 +172,7 @@ def batch_cache(
         layer.values = torch.cat(vs) if len(vs) > 1 else vs[0]
         cache.layers.append(layer)
         scores = None
-        if eviction is not None and entries[0].compressed:
+        if rules is not None and entries[0].compressed:
             scores = torch.cat([
                 torch.nn.functional.pad(e.scores if e.scores is not None else torch.zeros_like(e.positions, dtype=torch.float32), (0, L - e.length))
                 for e in entries
@@ -185,16 +185,16 @@ def batch_cache(
         )
     device = device if device is not None else contexts[0].layers[0].keys.device
     starts = torch.tensor([c.next_position for c in contexts], dtype=torch.long, device=device)
-    state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device), eviction=eviction)
+    state = Masking(layers=masks, appended=torch.zeros(len(contexts), 0, dtype=torch.long, device=device), rules=rules)
     return cache, state, starts
 
 
 def keep_rows(cache: DynamicCache, state: Masking, rows: list[int]) -> None:
     """Drop finished rows from a batched decode, in place: keep batch ``rows`` (in that order) of every layer's
-    cached keys and values and of the masking state. Not for batches with H2O's online eviction (its state
-    is indexed by the original rows)."""
-    if state.eviction is not None:
-        raise ValueError("rows of a batch with decode-time eviction cannot be dropped")
+    cached keys and values and of the masking state. Not for batches with decode rules (their state is
+    indexed by the original rows)."""
+    if state.rules is not None:
+        raise ValueError("rows of a batch with decode rules cannot be dropped")
     index: dict[torch.device, torch.Tensor] = {}
 
     def on(device: torch.device) -> torch.Tensor:

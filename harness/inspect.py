@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.protocol import _templated, compressed_layers, encode_context, prefill, render_parts, select_positions
+from harness.protocol import (
+    _templated, compressed_layers, encode_context, num_layers, prefill, render_parts, select_positions,
+)
 from methods.base import Method
 
 
@@ -86,7 +88,7 @@ def kept_positions(
     if r is None and budget_tokens is None:
         raise ValueError("give r (fraction removed, in [0, 1)) or budget_tokens")
     cache, scores, _, _ = prefill(model, input_ids, {"m": m})
-    kept = select_positions(scores["m"], m, n, r, budget_tokens, policy, guard)
+    kept = select_positions(scores["m"], m, n, r, budget_tokens, policy, guard, num_layers(model))
     layers, sliding = compressed_layers(model)
     out = []
     for idx in range(len(cache.layers)):

@@ -25,8 +25,8 @@ Request types:
   ``max_gen_toks`` honoured, prompts longer than the window are left-truncated (as lm-eval's ``hf`` model).
 - ``loglikelihood`` (multiple choice): computed on the compressed cache. The context minus its last token is
   prefilled and compressed, then its last token and the continuation are fed at once over the compressed cache;
-  the continuation is never compressed. (Decode-time eviction, ``h2o_online``, is not applied while scoring a
-  continuation.) Consecutive requests with the same context share one prefill.
+  the continuation is never compressed. (A method's decode rule, ``Method.decode_rule``, is not applied while
+  scoring a continuation.) Consecutive requests with the same context share one prefill.
 - ``loglikelihood_rolling`` (perplexity): NotImplementedError.
 
 This module imports lm-eval; nothing else in the harness imports this module (``pip install 'kvbench[lmeval]'``).
@@ -55,8 +55,10 @@ from harness.chat import render_chat, set_chat_kwargs, strip_thinking
 from harness.devices import check_device
 from harness.models import ModelSpec, check_model, context_window, load_model, model_spec, tokenizer_ref
 from harness.plan import DTYPES, UsageError, budgets, build_method, load_method_config, ratios
-from harness.protocol import compressed_layers, decode, eviction_rule, prefill, with_cache
-from harness.sweep import Cell, SweepRunner
+from harness.protocol import (
+    compressed_layers, decode, decode_rule, num_layers, prefill, rotary_module, select_positions, with_cache,
+)
+from harness.sweep import Cell
 
 NAME = "kvcompress"
 PROTOCOL = (
@@ -209,7 +211,7 @@ class KVCompressLM(LM):
         self.spec = spec
         self._device = next(self.model.parameters()).device
         self.layers, self.sliding = compressed_layers(self.model)
-        self.rotary = getattr(getattr(self.model, "model", self.model), "rotary_emb", None)
+        self.rotary = rotary_module(self.model)
         self.max_length = int(max_length or context_window(spec) or 2048)
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos_token = _bool(add_bos_token)
@@ -296,11 +298,11 @@ class KVCompressLM(LM):
         ids = torch.tensor([prompt[:-1]], dtype=torch.long)
         n = ids.shape[-1]
         cache, scores, _, _ = prefill(self.model, ids, {cell.score_key: cell.method})
-        kept = SweepRunner._select(cell, scores, n)
-        ctx = compress(
-            cache, kept, n, self.sliding, cell.method.rerotate, self.rotary,
-            scores[cell.score_key] if cell.method.decode_eviction else None,
-        )
+        kept = select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy,
+                                cell.safeguard, num_layers(self.model))
+        ruled = decode_rule(cell.method, n, cell.r, cell.budget_tokens) is not None
+        ctx = compress(cache, kept, n, self.sliding, cell.method.rerotate, self.rotary,
+                       scores[cell.score_key] if ruled else None)
         del cache
         self._memo = (list(prompt), ctx)
         return ctx
@@ -310,7 +312,7 @@ class KVCompressLM(LM):
         last = torch.tensor([prompt[-1:]], dtype=torch.long)
         preds, _, _ = decode(
             self.model, self.tokenizer, [ctx], last, max_new_tokens, until,
-            [eviction_rule(cell.method, ctx.n_context, cell.r, cell.budget_tokens)],
+            [decode_rule(cell.method, ctx.n_context, cell.r, cell.budget_tokens)],
         )
         return preds[0]
 

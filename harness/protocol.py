@@ -5,7 +5,7 @@
 2. ``prefill``: forward the context tokens (positions 0..n-1) with full attention through the base model (no
    logits for every position), recording each method's scores in the harness attention function.
 3. ``select_positions`` + ``cache.compress``: keep each configuration's positions per layer and KV head.
-4. ``decode``: feed the question part at positions n, n+1, ... (StreamingLLM ``rerotate``: n_kept, ...) and
+4. ``decode``: feed the question part at positions n, n+1, ... (a method that declares ``rerotate``: n_kept, ...) and
    decode greedily until EOS, a stop string or ``max_new_tokens``; several configurations decode as one batch.
 """
 
@@ -22,7 +22,7 @@ from harness.cache import CompressedContext, batch_cache, keep_rows
 from harness.chat import render_chat
 from harness.memory import model_devices
 from harness.records import Record
-from methods.base import Method
+from methods.base import DecodeRule, Method
 from methods.budget import n_kept_for, select
 
 _PLACEHOLDER = "\u2063KVBENCH_CONTEXT\u2063"
@@ -125,8 +125,9 @@ def prefill(model, ids: torch.Tensor, methods: dict[str, Method]) -> tuple[Dynam
     positions = torch.arange(ids.shape[-1], device=device)[None]
     _sync_all(model)
     t0 = time.perf_counter()
-    with attention.scoring(methods, layers) as state:  # scores stay on each layer's device
-        base = base_model(model)
+    base = base_model(model)
+    rotary = rotary_module(model) if any(m.needs_rotary for m in methods.values()) else None
+    with attention.scoring(methods, layers, rotary) as state:  # scores stay on each layer's device
         base(input_ids=ids, position_ids=positions, use_cache=True, **with_cache(base, cache))
     _sync_all(model)
     total = time.perf_counter() - t0
@@ -138,14 +139,34 @@ def kept_budget(method: Method, n: int, r: float | None, budget_tokens: int | No
     return n if not method.compresses else n_kept_for(n, r=r, budget_tokens=budget_tokens)
 
 
-def eviction_rule(method: Method, n: int, r: float | None, budget_tokens: int | None) -> tuple[int, bool] | None:
-    """``(recent, normalize)`` of H2O's decode-time eviction for one configuration (``decode``'s ``eviction``
-    entries): the most recent entries never evicted, and whether scores are divided by the number of queries
-    that saw each entry. None for methods that do not evict while decoding. The budget each head keeps is what
-    compression gave it (``attention.Eviction``)."""
-    if not getattr(method, "decode_eviction", False):
+def decode_rule(method: Method, n: int, r: float | None, budget_tokens: int | None) -> DecodeRule | None:
+    """A fresh decode rule for one configuration (``decode``'s ``rules`` entries), as its method declares it
+    (``Method.decode_rule``); None for prefill-only methods."""
+    if not method.compresses:
         return None
-    return method.protected(n, kept_budget(method, n, r, budget_tokens))[1], bool(getattr(method, "normalize", False))
+    return method.decode_rule(n, kept_budget(method, n, r, budget_tokens))
+
+
+def has_decode_rule(method: Method, n: int = 2) -> bool:
+    """Whether a configuration of ``method`` runs a decode rule (it decodes in batches of its own)."""
+    return decode_rule(method, n, 0.5, None) is not None
+
+
+def num_layers(model) -> int:
+    """Decoder layers of the model (what a per-layer budget counts depth over)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(cfg.num_hidden_layers)
+
+
+def rotary_module(model):
+    """The model's rotary embedding module (``model.model.rotary_emb``; multimodal wrappers hold it in their
+    language model), or None."""
+    base = base_model(model)
+    for holder in (base, getattr(base, "language_model", None), getattr(model, "language_model", None)):
+        rot = getattr(holder, "rotary_emb", None) if holder is not None else None
+        if rot is not None:
+            return rot
+    return None
 
 
 def select_positions(
@@ -156,13 +177,21 @@ def select_positions(
     budget_tokens: int | None,
     policy: str,
     safeguard: float,
+    n_layers: int | None = None,
 ) -> dict[int, list[torch.Tensor]]:
-    """Kept positions per compressed layer and KV head for one configuration."""
+    """Kept positions per compressed layer and KV head for one configuration. Each layer's budget is the
+    method's ``layer_budget`` (uniform ``n_kept`` unless the method declares otherwise) over ``n_layers``
+    decoder layers (default: the highest scored layer + 1; give the model's count, ``num_layers``)."""
     if not method.compresses:
         return {i: [torch.arange(n, device=s.device)] * s.shape[0] for i, s in scores.items()}
     n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
-    protected = method.protected(n, n_kept)
-    return {i: select(s, n_kept, policy, safeguard, protected) for i, s in scores.items()}
+    kept = float(min(n, budget_tokens)) if budget_tokens is not None else n * (1.0 - r)
+    n_layers = n_layers if n_layers is not None else max(scores, default=-1) + 1
+    out = {}
+    for i, s in scores.items():
+        layer_kept = min(n, max(1, int(method.layer_budget(n, n_kept, kept, i, n_layers))))
+        out[i] = select(s, layer_kept, policy, safeguard, method.protected(n, layer_kept))
+    return out
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -183,20 +212,20 @@ def decode(
     question_ids: torch.Tensor,
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
-    eviction: list[tuple[int, bool] | None] | None = None,
+    rules: list[DecodeRule | None] | None = None,
     eos: set[int] | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
-    ``eviction[b] = (recent, normalize)`` turns on H2O's decode-time eviction for row b (keep such rows in
-    batches of their own: they use an explicit softmax). ``eos``: the token ids that end a row (None: the model's
-    and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for timing). Returns (predictions,
+    ``rules[b]``: the decode rule of row b's configuration (``decode_rule``, e.g. an online eviction), or
+    None (keep rows with rules in batches of their own: they use an explicit softmax). ``eos``: the token ids
+    that end a row (None: the model's and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for
+    timing). Returns (predictions,
     generated token counts, seconds)."""
     device = next(model.parameters()).device
     ev = None
-    if eviction and any(e is not None for e in eviction):
-        rows = [b for b, e in enumerate(eviction) if e is not None]
-        ev = attention.Eviction(rows, {b: eviction[b][0] for b in rows}, {b: eviction[b][1] for b in rows})
+    if rules and any(rule is not None for rule in rules):
+        ev = attention.Rules({b: rule for b, rule in enumerate(rules) if rule is not None})
     cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
     bsz = len(contexts)
     eos = eos_ids(model, tokenizer) if eos is None else set(eos)

@@ -23,7 +23,8 @@ from harness.cache import compress, full_cache_bytes
 from harness.chat import chat_kwargs, kwargs_json, strip_thinking
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import (
-    compressed_layers, decode, encode_context, encode_question, eviction_rule, kept_budget, prefill, select_positions,
+    compressed_layers, decode, decode_rule, encode_context, encode_question, has_decode_rule, kept_budget, num_layers,
+    prefill, rotary_module, select_positions,
 )
 from harness.records import Record
 from methods.base import Method
@@ -33,7 +34,7 @@ from methods.base import Method
 class Cell:
     """One configuration of a sweep: a method (with its parameters) at one budget."""
 
-    label: str  # the method config's name, e.g. "nestedkv_uniform"
+    label: str  # the method config's name (conf/method/<label>.yaml)
     method: Method
     r: float | None
     budget_tokens: int | None
@@ -117,7 +118,8 @@ class SweepRunner:
         self.device = next(self.model.parameters()).device
         self.devices = model_devices(self.model)  # every GPU of a model spread with device=auto
         self.layers, self.sliding = compressed_layers(self.model)
-        self.rotary = getattr(getattr(self.model, "model", self.model), "rotary_emb", None)
+        self.rotary = rotary_module(self.model)
+        self.n_layers = num_layers(self.model)
 
     # ----------------------------------------------------------------- planning
     def context_budget(self, n_question: int, record: Record) -> int | None:
@@ -189,16 +191,17 @@ class SweepRunner:
             n_question=q.shape[-1],
         )
 
-    @staticmethod
-    def _select(cell: Cell, scores: dict, n: int) -> dict:
-        return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy, cell.safeguard)
+    def _select(self, cell: Cell, scores: dict, n: int) -> dict:
+        return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy,
+                                cell.safeguard, self.n_layers)
 
     def _batches(self, cells: list[Cell], n: int) -> list[list[Cell]]:
-        """Decode batches; configurations that evict while decoding (H2O online) batch only among themselves.
+        """Decode batches; configurations with a decode rule batch only among themselves.
         Largest budgets first, so that a batch's rows have similar cache lengths (every row attends over the
         batch's longest cache, padding masked): r = 0.9 rows do not pay for a full cache's length."""
         out = []
-        for part in ([c for c in cells if not c.method.decode_eviction], [c for c in cells if c.method.decode_eviction]):
+        ruled = [has_decode_rule(c.method, n) for c in cells]
+        for part in ([c for c, x in zip(cells, ruled) if not x], [c for c, x in zip(cells, ruled) if x]):
             # stable: ties keep the configured order
             part = sorted(part, key=lambda c: -kept_budget(c.method, n, c.r, c.budget_tokens))
             out += [part[i : i + self.decode_batch_size] for i in range(0, len(part), self.decode_batch_size)]
@@ -209,17 +212,18 @@ class SweepRunner:
     ):
         rows = []
         for batch in self._batches(cells, n):
+            rules = [decode_rule(c.method, n, c.r, c.budget_tokens) for c in batch]
             ctxs = [
                 compress(
                     cache, kept[c.run_id], n, self.sliding, c.method.rerotate, self.rotary,
-                    scores[c.score_key] if c.method.decode_eviction else None,
+                    scores[c.score_key] if rule is not None else None,
                 )
-                for c in batch
+                for c, rule in zip(batch, rules)
             ]
             reset_peak(self.devices)
             preds, n_gen, decode_s = decode(
                 self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
-                [eviction_rule(c.method, n, c.r, c.budget_tokens) for c in batch],
+                rules,
             )
             peak = max(peak_bytes(self.devices), prefill_peak)
             for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):

@@ -4,12 +4,25 @@ A method never sees ``r``: scores depend only on the prefill, so one prefill ser
 (protocol.md). The ratio enters only through the shared budget policy (``methods.budget``), plus, for methods
 that always keep a head or tail span whose size depends on the budget (H2O's recent window, SnapKV's
 observation window, sinks), through ``protected``.
+
+The method surface (docs/methods.md, "How to add a method"): the engine (``harness/``) reads only these
+declarations and never a method's name or its own parameters.
+
+- ``score(layer)``: (H_kv, n) keep scores (required).
+- ``needs_queries`` / ``needs_rotary``: what ``LayerInputs`` must carry beyond keys and values (the prefill's
+  post-RoPE queries; the prefill's position ids and the layer's rotary embedding, e.g. to undo RoPE on the
+  queries or rotate them to future positions).
+- ``protected(n, n_kept)``: leading/trailing spans always kept at a budget.
+- ``layer_budget(n, n_kept, kept, layer, n_layers)``: entries each KV head of layer ``layer`` keeps (default: the
+  uniform ``n_kept`` of methods.md); the uniform and adaptive policies then apply within the layer.
+- ``decode_rule(n, n_kept)``: a ``DecodeRule`` the engine runs while decoding one configuration (default none:
+  prefill-only). ``rerotate``: kept keys are re-rotated to cache positions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
@@ -30,6 +43,12 @@ class LayerInputs:
     queries: torch.Tensor | None
     scaling: float
     cache: dict = field(default_factory=dict)
+    # set only when a method of the run declares ``needs_rotary``:
+    positions: torch.Tensor | None = None  # (n,) int64 RoPE position of each prefill token (0..n-1)
+    # positions (m,) -> (cos, sin), each (m, d) float32: the layer's own rotation R(p) with the rotary module's
+    # ``attention_scaling`` divided out, so ``x * cos + rotate_half(x) * sin`` is a pure rotation
+    rotary: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    rope_scaling: float = 1.0  # the rotary module's attention_scaling (post-RoPE q and k carry it once each)
 
     @property
     def n(self) -> int:
@@ -51,11 +70,37 @@ class LayerInputs:
         return per_query_head.reshape(h_kv, -1, *per_query_head.shape[1:]).mean(dim=1)
 
 
+class DecodeRule:
+    """Decode-time behaviour of one configuration (one batch row), declared by its method (``decode_rule``)
+    and run by the engine (``harness.attention``) while the question and answer are decoded.
+
+    Per compressed layer the engine calls ``start`` once (before the first decode step), then after each
+    forward of that layer ``observe`` with the attention the step's queries paid to every cached entry, and
+    after each full step ``evict``. Entries are in position order: the kept context entries (padding of the
+    batch at the end of the context part is invalid), then the appended question/answer tokens. While a
+    batch holds a row with a rule, the engine computes that batch's attention with an explicit softmax.
+    """
+
+    def start(self, layer: int, scores: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+              first_position: int) -> None:
+        """scores, positions, valid: (H_kv, L) prefill scores, RoPE positions and validity of the context
+        entries; ``first_position``: position of the first appended token (the context length n)."""
+
+    def observe(self, layer: int, attention: torch.Tensor, seen: torch.Tensor) -> None:
+        """attention: (H_kv, T) attention each entry got in this step, summed over the step's queries and
+        averaged over each KV head's query heads; seen: (H_kv, T) how many of the step's queries saw it."""
+
+    def evict(self, layer: int, valid: torch.Tensor) -> torch.Tensor:
+        """(H_kv, T) validity after this step -> the new validity (entries set False are dropped)."""
+        return valid
+
+
 class Method:
     """Base class: subclasses are small dataclasses of their parameters, registered with ``@register``."""
 
     name: ClassVar[str] = ""
     needs_queries: ClassVar[bool] = False  # queries are passed to ``score`` only when some method needs them
+    needs_rotary: ClassVar[bool] = False  # LayerInputs.positions / rotary / rope_scaling are set
     compresses: ClassVar[bool] = True  # False only for the uncompressed reference
 
     def score(self, layer: LayerInputs) -> torch.Tensor:
@@ -69,9 +114,20 @@ class Method:
         """
         return (0, 0)
 
+    def layer_budget(self, n: int, n_kept: int, kept: float, layer: int, n_layers: int) -> int:
+        """Entries each KV head of ``layer`` (of ``n_layers``) keeps. ``n_kept`` is the uniform per-head budget
+        of methods.md (``max(1, floor(n * (1 - r)))`` or ``min(n, budget_tokens)``), ``kept`` the same before
+        rounding (``n * (1 - r)`` or ``min(n, budget_tokens)``). Default: ``n_kept`` in every layer; PyramidKV
+        overrides it."""
+        return n_kept
+
     # Decoding-time behaviour (read by the engine); defaults are the prefill-only protocol.
     rerotate: ClassVar[bool] = False  # StreamingLLM: re-rotate kept keys to positions 0..n_kept-1
-    decode_eviction: ClassVar[bool] = False  # H2O online: evict while decoding to stay at the budget
+
+    def decode_rule(self, n: int, n_kept: int) -> DecodeRule | None:
+        """A fresh ``DecodeRule`` for one configuration decoded over a context of ``n`` tokens compressed to
+        ``n_kept`` per head, or None (prefill-only, the default)."""
+        return None
 
     def params(self) -> dict:
         """The method's parameters as recorded in result rows (``method_params``)."""

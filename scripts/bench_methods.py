@@ -50,7 +50,9 @@ from harness import attention, memory  # noqa: E402
 from harness.cache import compress, full_cache_bytes  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from harness.plan import build_method, load_method_config  # noqa: E402
-from harness.protocol import compressed_layers, decode, eviction_rule, prefill, select_positions  # noqa: E402
+from harness.protocol import (  # noqa: E402
+    compressed_layers, decode, decode_rule, has_decode_rule, num_layers, prefill, select_positions,
+)
 from harness.sweep import device_name, git_commit, versions  # noqa: E402
 
 DEFAULTS: dict = {
@@ -194,7 +196,7 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
     prefill_s, scoring_s = _median(prefill_all), _median(scoring_all)
     rows = []
     for r in (rs if method.compresses else [0.0]):
-        kept = select_positions(scores[label], method, n, r, None, policy, safeguard)
+        kept = select_positions(scores[label], method, n, r, None, policy, safeguard, num_layers(model))
         dec_peak = dec_delta = 0
         compress_all, decode_all, n_gen = [], [], []
         for _ in range(args["repeats"]):
@@ -202,11 +204,11 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
             attention._sync(device)
             t0 = time.perf_counter()
             ctx = compress(cache, kept, n, sliding, method.rerotate, rotary,
-                           scores[label] if getattr(method, "decode_eviction", False) else None)
+                           scores[label] if has_decode_rule(method, n) else None)
             attention._sync(device)
             compress_all.append(time.perf_counter() - t0)
             _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None,
-                                     [eviction_rule(method, n, r, None)], eos=set())
+                                     [decode_rule(method, n, r, None)], eos=set())
             pk, dl = mem.stop()
             dec_peak, dec_delta = max(dec_peak, pk), max(dec_delta, dl)
             decode_all.append(decode_s)

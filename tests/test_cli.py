@@ -177,10 +177,12 @@ def test_corrupt_result_file_is_one_clear_error(tmp_path):
 
 def test_shared_sweep_equals_separate_runs(tmp_path):
     grid = ["task=ruler_1k", "task.tasks=[niah_single_1,vt]", "n_samples=2", "max_new_tokens=12"]
-    methods, ratios = ["full", "streamingllm", "h2o", "snapkv", "keydiff", "nestedkv"], [0.5, 0.9]
+    methods = ["full", "streamingllm", "h2o", "snapkv", "keydiff", "nestedkv", "pyramidkv", "expected_attention",
+               "expected_attention_adaptive", "tova", "knorm"]
+    ratios = [0.5, 0.9]
     shared = run(_cfg(tmp_path / "shared", f"methods=[{','.join(methods)}]", f"r=[{','.join(map(str, ratios))}]",
                       "decode_batch_size=16", *grid))
-    assert len(shared) == (1 + 5 * 2) * 4
+    assert len(shared) == (1 + 10 * 2) * 4
     separate = []
     for m in methods:
         for r in ([0.5] if m == "full" else ratios):
@@ -208,10 +210,11 @@ def test_query_aware_and_budget_tokens(tmp_path):
 def test_every_method_runs_on_other_architectures(tmp_path, model):
     rows = run(compose([f"model={model}", "progress=false", "device=cpu", "dtype=float32", f"output_dir={tmp_path}",
                         "methods=[full,streamingllm,streamingllm_rerotate,h2o,h2o_online,snapkv,snapkv_paper,keydiff,"
-                        "keydiff_adaptive,nestedkv,nestedkv_uniform]", "r=[0.25,0.95]", "task=ruler_1k", "task.tasks=[vt]",
+                        "keydiff_adaptive,nestedkv,nestedkv_uniform,pyramidkv,expected_attention,"
+                        "expected_attention_adaptive,tova,knorm]", "r=[0.25,0.95]", "task=ruler_1k", "task.tasks=[vt]",
                         "max_new_tokens=12",
                         "n_samples=1"]))
-    assert len(rows) == 1 + 10 * 2
+    assert len(rows) == 1 + 15 * 2
     if model == "tiny-gemma3-random":
         assert (rows["compressed_layers"] == "[5]").all()
 

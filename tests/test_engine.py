@@ -167,11 +167,14 @@ def test_middle_truncation_keeps_both_ends():
 
 
 def test_eviction_drops_lowest_non_recent_entries():
-    from harness.attention import Eviction, LayerMask, Masking
+    """H2O's decode rule (methods/h2o.py), run through the engine's generic ``Rules`` state."""
+    from harness.attention import LayerMask, Masking, Rules
+    from methods.h2o import H2OEviction
 
-    ev = Eviction(rows=[0], recent={0: 1}, budget={0: torch.tensor([[3]])})
-    ev.acc[0] = torch.tensor([[[5.0, 1.0, 3.0, 0.5, 0.1]]])  # (B=1, H=1, T=5); last entry is the recent one
-    ev.valid[0] = torch.ones(1, 1, 5, dtype=torch.bool)
+    rule = H2OEviction(recent=1, budget={0: torch.tensor([3])})
+    rule.acc[0] = torch.tensor([[5.0, 1.0, 3.0, 0.5, 0.1]])  # (H=1, T=5); last entry is the recent one
+    rule.seen[0] = torch.ones(1, 5)
+    ev = Rules({0: rule}, valid={0: torch.ones(1, 1, 5, dtype=torch.bool)})
     state = Masking({0: LayerMask(torch.arange(5)[None, None], None)}, torch.zeros(1, 0, dtype=torch.long), ev)
     state.evict()
     # 5 valid, budget 3: evict the two lowest-scoring entries outside the most recent one (1.0 and 0.5)
@@ -189,7 +192,7 @@ def _h2o_online_counts(monkeypatch, policy: str, uneven: bool = False):
 
     def spy(self):
         original(self)
-        seen.append({i: v.sum(-1).tolist() for i, v in self.eviction.valid.items()})
+        seen.append({i: v.sum(-1).tolist() for i, v in self.rules.valid.items()})
 
     monkeypatch.setattr(A.Masking, "evict", spy)
     model = tiny_model("llama")
@@ -203,7 +206,9 @@ def _h2o_online_counts(monkeypatch, policy: str, uneven: bool = False):
             s[0] *= 100.0
     kept = select_positions(scores["h"], h2o, 40, 0.5, None, policy, 0.2)
     c = compress(cache, kept, 40, sliding, scores=scores["h"])
-    decode(model, _Tok(), [c], q, 5, eviction=[(10, False)])
+    rule = h2o.decode_rule(40, 20)
+    assert (rule.recent, rule.normalize) == (10, False)
+    decode(model, _Tok(), [c], q, 5, rules=[rule])
     assert len(seen) == 5
     return {layer: [[len(p) for p in heads]] for layer, heads in kept.items()}, seen  # (B=1, H_kv)
 
@@ -223,13 +228,14 @@ def test_h2o_online_keeps_each_heads_adaptive_share(monkeypatch):
 
 
 def test_eviction_with_normalize_ranks_by_mean_attention():
-    from harness.attention import Eviction, LayerMask, Masking
+    from harness.attention import LayerMask, Masking, Rules
+    from methods.h2o import H2OEviction
 
     def evicted(normalize):
-        ev = Eviction(rows=[0], recent={0: 1}, normalize={0: normalize}, budget={0: torch.tensor([[3]])})
-        ev.acc[0] = torch.tensor([[[5.0, 1.0, 3.0, 0.5, 0.1]]])  # raw accumulated attention F
-        ev.seen[0] = torch.tensor([[[10.0, 1.0, 3.0, 1.0, 1.0]]])  # queries that saw each entry
-        ev.valid[0] = torch.ones(1, 1, 5, dtype=torch.bool)
+        rule = H2OEviction(recent=1, normalize=normalize, budget={0: torch.tensor([3])})
+        rule.acc[0] = torch.tensor([[5.0, 1.0, 3.0, 0.5, 0.1]])  # raw accumulated attention F
+        rule.seen[0] = torch.tensor([[10.0, 1.0, 3.0, 1.0, 1.0]])  # queries that saw each entry
+        ev = Rules({0: rule}, valid={0: torch.ones(1, 1, 5, dtype=torch.bool)})
         Masking({0: LayerMask(torch.arange(5)[None, None], None)}, torch.zeros(1, 0, dtype=torch.long), ev).evict()
         return ev.valid[0][0, 0].tolist()
 
@@ -256,13 +262,13 @@ def test_online_normalize_accumulates_the_same_raw_sums(monkeypatch):
 
     for name in ("raw", "norm"):
         def spy(self, name=name):
-            states.setdefault(name, {i: (a.clone(), self.eviction.seen[i].clone())
-                                     for i, a in self.eviction.acc.items()})
+            rule = self.rules.rules[0]
+            states.setdefault(name, {i: (a[None].clone(), rule.seen[i][None].clone()) for i, a in rule.acc.items()})
             original(self)
 
         monkeypatch.setattr(A.Masking, "evict", spy)
         c = compress(cache, kept, 40, sliding, scores=scores[name])
-        decode(model, _Tok(), [c], q, 1, eviction=[(10, name == "norm")])
+        decode(model, _Tok(), [c], q, 1, rules=[{"raw": raw, "norm": norm}[name].decode_rule(40, 20)])
     for layer, (acc, seen) in states["raw"].items():
         torch.testing.assert_close(states["norm"][layer][0], acc, rtol=1e-5, atol=1e-6)
         positions = torch.stack(kept[layer])  # (H_kv, 20) original positions of the kept entries

@@ -201,7 +201,11 @@ def test_h2o_recent_and_decode_eviction_field():
     assert m.decode_eviction is False and m.params()["decode_eviction"] is False
     on = make_method("h2o", decode_eviction=True)
     assert on.decode_eviction is True and on.params()["decode_eviction"] is True
-    assert Method.decode_eviction is False  # the base ClassVar is untouched
+    assert Method().decode_rule(100, 10) is None  # prefill-only unless a method declares a rule
+    assert m.decode_rule(100, 10) is None
+    rule = on.decode_rule(100, 10)  # H2O online declares its rule: recent half of the budget, raw sums
+    assert (rule.recent, rule.normalize) == (5, False)
+    assert make_method("h2o", decode_eviction=True, normalize=True).decode_rule(100, 10).normalize is True
 
 
 # ---- SnapKV -----------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 from harness.plan import build_cells
 from harness.run import compose
 
-PAPER_SET = ["full", "streamingllm", "snapkv", "keydiff", "nestedkv"]  # + expected_attention, pyramidkv (not yet)
+PAPER_SET = ["full", "streamingllm", "snapkv", "expected_attention", "pyramidkv", "keydiff", "nestedkv"]
 PAPER_RATIOS = [0.25, 0.5, 0.75, 0.85, 0.95]
 
 
@@ -19,7 +19,7 @@ def test_paper_sweeps_run_the_paper_set_on_full_data(sweep, task):
     assert list(cfg.r) == PAPER_RATIOS
     assert cfg.n_samples is None  # the full sets, not the CLI default of 20 per sub-task
     cells = build_cells(cfg)
-    assert len(cells) == 1 + 4 * len(PAPER_RATIOS)  # the full cache once, whatever the ratios
+    assert len(cells) == 1 + 6 * len(PAPER_RATIOS)  # the full cache once, whatever the ratios
 
 
 def test_sweep_task_and_sample_count_can_be_overridden():
