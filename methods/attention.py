@@ -1,7 +1,7 @@
 """Shared attention statistics of one layer's prefill, computed from the post-RoPE queries and keys.
 
-Used by H2O (column sums of the causal attention, methods.md "H2O") and SnapKV (attention of the observation
-window, methods.md "SnapKV"). Both are memoised in ``LayerInputs.cache`` so that several methods of one sweep
+Used by H2O (column sums of the causal attention, docs/methods.md) and SnapKV (attention of the observation
+window, docs/methods.md). Both are memoised in ``LayerInputs.cache`` so that several methods of one sweep
 pay for them once. Softmax is always taken in float32 (logits too), whatever the dtype of the inputs.
 
 GQA: query head ``h`` attends with KV head ``h // G``, ``G = H_q / H_kv``.

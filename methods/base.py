@@ -1,7 +1,7 @@
 """What a compressor is: a function from one layer's prefill tensors to per-position keep scores.
 
 A method never sees ``r``: scores depend only on the prefill, so one prefill serves every ratio of a sweep
-(protocol.md). The ratio enters only through the shared budget policy (``methods.budget``), plus, for methods
+(docs/protocol.md). The ratio enters only through the shared budget policy (``methods.budget``), plus, for methods
 that always keep a head or tail span whose size depends on the budget (H2O's recent window, SnapKV's
 observation window, sinks), through ``protected``.
 
@@ -14,7 +14,7 @@ declarations and never a method's name or its own parameters.
   queries or rotate them to future positions).
 - ``protected(n, n_kept)``: leading/trailing spans always kept at a budget.
 - ``layer_budget(n, n_kept, kept, layer, n_layers)``: entries each KV head of layer ``layer`` keeps (default: the
-  uniform ``n_kept`` of methods.md); the uniform and adaptive policies then apply within the layer.
+  uniform ``n_kept`` of docs/methods.md); the uniform and adaptive policies then apply within the layer.
 - ``decode_rule(n, n_kept)``: a ``DecodeRule`` the engine runs while decoding one configuration (default none:
   prefill-only). ``rerotate``: kept keys are re-rotated to cache positions.
 """
@@ -116,7 +116,7 @@ class Method:
 
     def layer_budget(self, n: int, n_kept: int, kept: float, layer: int, n_layers: int) -> int:
         """Entries each KV head of ``layer`` (of ``n_layers``) keeps. ``n_kept`` is the uniform per-head budget
-        of methods.md (``max(1, floor(n * (1 - r)))`` or ``min(n, budget_tokens)``), ``kept`` the same before
+        of docs/methods.md (``max(1, floor(n * (1 - r)))`` or ``min(n, budget_tokens)``), ``kept`` the same before
         rounding (``n * (1 - r)`` or ``min(n, budget_tokens)``). Default: ``n_kept`` in every layer; PyramidKV
         overrides it."""
         return n_kept

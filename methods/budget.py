@@ -1,4 +1,4 @@
-"""Budgets: how many positions each KV head keeps, and which (methods.md, "Budget semantics").
+"""Budgets: how many positions each KV head keeps, and which (docs/methods.md, "Budget policies").
 
 Shared policy for every score-based method; no method has budget code of its own.
 """

@@ -1,4 +1,4 @@
-"""H2O, heavy hitters (Zhang et al., arXiv 2306.14048; methods.md "H2O").
+"""H2O, heavy hitters (Zhang et al., arXiv 2306.14048; docs/methods.md "H2O").
 
 Score of position ``j`` = accumulated causal attention ``F(j) = sum_{i >= j} A[i, j]`` of the prefill, mean
 over each KV head's G query heads; the most recent ``floor(recent_fraction * n_kept)`` positions are always
@@ -23,7 +23,7 @@ from methods.base import DecodeRule, LayerInputs, Method
 
 @dataclass
 class H2OEviction(DecodeRule):
-    """H2O's online form (methods.md): while decoding, every new token's attention row is added to the
+    """H2O's online form (docs/methods.md): while decoding, every new token's attention row is added to the
     accumulated scores, and once a head holds more valid entries than it was given at compression (its budget:
     ``n_kept`` under a uniform budget, its share of the layer's budget under an adaptive one) the lowest-scoring
     entries outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its

@@ -1,6 +1,6 @@
 """NestedKV (Chen et al., arXiv 2605.26678, "Nested Memory Routing for Long-Context KV Cache Compression").
 
-Key-only, training-free; methods.md "NestedKV", steps 1-7, per layer and per KV head:
+Key-only, training-free; the NestedKV paper (arXiv 2605.26678), steps 1-7, per layer and per KV head (docs/methods.md):
 
 1. ``k^_j = k_j / ||k_j||``.
 2. Anchors: global ``mu_s = mean_j k^_j``; block ``mu_e(i)`` = mean of ``k^`` over the non-overlapping block

@@ -1,4 +1,4 @@
-"""SnapKV (Li et al., arXiv 2404.14469; methods.md "SnapKV").
+"""SnapKV (Li et al., arXiv 2404.14469; docs/methods.md).
 
 Votes ``C(j)`` = mean over the last ``window_size`` query rows of their attention on ``j`` (causal inside the
 window), for the ``n - window_size`` positions before the window; mean over each KV head's G query heads;
@@ -8,7 +8,7 @@ is protected; if ``n_kept <= window_size`` the last ``n_kept`` positions are kep
 Pooling details (matching kvpress's SnapKVPress, which the NestedKV paper ran): ``avg`` is
 ``F.avg_pool1d`` with its default ``count_include_pad=True`` (edge votes are averaged with zero padding,
 i.e. divided by ``kernel_size``); ``max`` is ``F.max_pool1d`` (padding never wins). An even ``kernel_size``
-yields one extra output, which is dropped (kvpress would fail). Order: methods.md takes the group mean first,
+yields one extra output, which is dropped (kvpress would fail). Order: the group mean is taken first,
 then pools (``pool_per_query_head: false``); kvpress pools each query head, then averages
 (``pool_per_query_head: true``). The two are identical for ``avg`` and differ only for ``max``.
 """

@@ -1,4 +1,4 @@
-"""Budgets (methods.md "Budget semantics"): n_kept, uniform and adaptive selection, protected spans."""
+"""Budgets (docs/methods.md "Budget policies"): n_kept, uniform and adaptive selection, protected spans."""
 
 from __future__ import annotations
 

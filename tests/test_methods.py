@@ -1,4 +1,4 @@
-"""Compressors (methods.md): hand-worked cases that break if a formula changes."""
+"""Compressors (docs/methods.md): hand-worked cases that break if a formula changes."""
 
 from __future__ import annotations
 
