@@ -58,14 +58,6 @@ DEDUP_KEY = ("run_id", "sample_id", "model", "suite", "task", "length_bucket", "
 TABLE_KEY = ["model", "suite", "length_bucket"]
 CELL_KEY = TABLE_KEY + ["variant", "r"]
 
-ABLATION = (  # (variant, description) in the paper's order: NestedKV and its three ablations
-    ("nestedkv", "NestedKV"),
-    ("nestedkv_uniform", "w/o adaptive budget"),
-    ("keydiff_adaptive", "w/o three-scale score"),
-    ("keydiff", "w/o both (KeyDiff)"),
-)
-
-
 # --------------------------------------------------------------------------------------------- loading
 def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """All result rows under the folder(s), deduplicated on ``DEDUP_KEY`` keeping the newest ``created_at``.
