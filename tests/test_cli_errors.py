@@ -63,7 +63,7 @@ def _bad_config_json(tmp_path: Path) -> str:
         (lambda t: ["-m", "output_dir=", "method=keydiff,snapkv"], "output_dir is empty"),  # before Hydra's sweep dir
         (lambda t: ["+n_sample=3"], "unknown key 'n_sample'; valid keys: "),
         (lambda t: ["n_sample=3"], "unknown key 'n_sample'; valid keys: "),
-        (lambda t: ["methods=[]"], "methods=[] is empty; give one or more of: full, h2o"),
+        (lambda t: ["methods=[]"], "methods=[] is empty; give one or more of: expected_attention, expected_attention_adaptive, full, h2o"),
         (lambda t: ["method=snapkv", "method.params.window_size=-3"],
          "bad parameters for method 'snapkv': window_size must be >= 1, got -3"),
         (lambda t: ["method=snapkv", "+method.params.windowsize=3"],
