@@ -212,9 +212,11 @@ def _kvpress_reference(model, arch_layer, ids, n_future=512, n_sink=4, epsilon=0
     hook.remove()
     h = seen["h"][:, n_sink:]
     cfg = model.config
-    hq, d = cfg.num_attention_heads, cfg.head_dim
+    hq = cfg.num_attention_heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // hq
     q = attn.q_proj(h).view(1, h.shape[1], hq, d)
-    q = attn.q_norm(q).transpose(1, 2)[0].double()  # (H_q, m, d)
+    q_norm = getattr(attn, "q_norm", None) or (lambda x: x)  # Llama and Qwen2 have no QK-norm
+    q = q_norm(q).transpose(1, 2)[0].double()  # (H_q, m, d)
     mu = q.mean(1)
     c = q - mu[:, None]
     cov = c.transpose(1, 2) @ c / h.shape[1]
@@ -238,15 +240,16 @@ def _kvpress_reference(model, arch_layer, ids, n_future=512, n_sink=4, epsilon=0
     return (a + epsilon) * values.norm(dim=-1)
 
 
-@pytest.mark.parametrize("arch, layer", [("qwen3", 1), ("gemma3", 5)])
-def test_expected_attention_equals_kvpress_from_hidden_states(arch, layer):
+@pytest.mark.parametrize("arch, layer, epsilon", [("qwen3", 1, 0.01), ("gemma3", 5, 0.01), ("llama", 1, 0.0),
+                                                  ("qwen2", 0, 0.0)])
+def test_expected_attention_equals_kvpress_from_hidden_states(arch, layer, epsilon):
     """Qwen3 and Gemma 3 (post-QK-norm queries; Gemma's global layer with its own RoPE): the harness's un-rotated
     queries give kvpress's scores, computed here the way kvpress does from the hidden states."""
     model = tiny_model(arch)
     ids = torch.randint(3, 1000, (1, 80), generator=torch.Generator().manual_seed(3))
-    m = make_method("expected_attention", epsilon=0.01)
+    m = make_method("expected_attention", epsilon=epsilon)
     _, scores, _, _ = prefill(model, ids, {"ea": m})
-    ref = _kvpress_reference(model, layer, ids, epsilon=0.01)
+    ref = _kvpress_reference(model, layer, ids, epsilon=epsilon)
     torch.testing.assert_close(scores["ea"][layer][:, 4:].double(), ref, rtol=2e-4, atol=1e-7)
 
 
