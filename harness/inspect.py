@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.protocol import (
-    _templated, compressed_layers, encode_context, num_layers, prefill, render_parts, select_positions,
-)
+from harness.protocol import compressed_layers, encode_context, num_layers, prefill, select_positions
 from methods.base import Method
+from tasks.prompts import render_parts, templated
 
 
 def char_spans_to_tokens(offsets, spans, shift: int = 0) -> list[tuple[int, int]]:
@@ -38,7 +37,7 @@ def needle_token_spans(tokenizer, record, key: str = "needle_spans") -> list[tup
     if not text.endswith(record.context):
         raise ValueError("the context part does not end with record.context; cannot place its character spans")
     shift = len(text) - len(record.context)
-    enc = tokenizer(text, add_special_tokens=not _templated(tokenizer, record), return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=not templated(tokenizer, record), return_offsets_mapping=True)
     ids = enc["input_ids"]
     expected = encode_context(tokenizer, record).context_ids[0].tolist()
     if ids != expected:  # the same call as encode_context; a mismatch would mean the positions are off

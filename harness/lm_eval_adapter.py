@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from harness import attention
 from harness.cache import batch_cache, compress
-from harness.chat import render_chat, set_chat_kwargs, strip_thinking
+from tasks.chat import render_chat, set_chat_kwargs, strip_thinking
 from harness.devices import check_device
 from harness.models import ModelSpec, check_model, context_window, load_model, model_spec, tokenizer_ref
 from harness.plan import DTYPES, UsageError, budgets, build_method, load_method_config, ratios

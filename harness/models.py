@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from harness.chat import check_chat_template_kwargs, default_chat_template_kwargs, set_chat_kwargs
+from tasks.chat import check_chat_template_kwargs, default_chat_template_kwargs, set_chat_kwargs
 from harness.configs import CONF_DIR  # conf/ in a clone, harness/conf in an installed wheel
 
 MODEL_CONF_DIR = CONF_DIR / "model"
@@ -42,7 +42,7 @@ class ModelSpec:
     tokenizer: str | None = None  # for random models: a model name or path whose tokenizer is used
     arch: dict[str, Any] = field(default_factory=dict)  # for random models: the architecture config
     max_position_embeddings: int | None = None
-    # chat-template variables (harness/chat.py), e.g. {"enable_thinking": False} for Qwen3; recorded per row
+    # chat-template variables (tasks/chat.py), e.g. {"enable_thinking": False} for Qwen3; recorded per row
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -230,7 +230,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 
 def load_tokenizer(name_or_path: str | ModelSpec):
     """The tokenizer of a model (GGUF tokenizers are cached with the de-quantised weights), carrying the model's
-    chat-template variables (``harness.chat``: ``render_chat`` passes them to every rendering)."""
+    chat-template variables (``tasks.chat``: ``render_chat`` passes them to every rendering)."""
     spec = name_or_path if isinstance(name_or_path, ModelSpec) else model_spec(name_or_path)
     return set_chat_kwargs(_load_tokenizer(spec), spec.chat_template_kwargs)
 

@@ -19,13 +19,11 @@ from transformers import DynamicCache
 
 from harness import attention
 from harness.cache import CompressedContext, batch_cache, keep_rows
-from harness.chat import render_chat
 from harness.memory import model_devices
-from harness.records import Record
 from methods.base import DecodeRule, Method
 from methods.budget import n_kept_for, select
-
-_PLACEHOLDER = "\u2063KVBENCH_CONTEXT\u2063"
+from tasks.prompts import render_parts, templated
+from tasks.records import Record
 
 
 @dataclass
@@ -33,18 +31,6 @@ class Encoded:
     context_ids: torch.Tensor  # (1, n) after truncation
     n_context_original: int
     truncated: bool
-
-
-def render_parts(tokenizer, record: Record) -> tuple[str, str]:
-    """(context part, question part) text. With a chat template the context part ends inside the user turn and
-    the question part holds the rest of the turn, the assistant header and the answer prefix. The model's chat
-    settings apply (``harness.chat``: Qwen3's empty think block ends the question part when thinking is off)."""
-    if record.chat_template and getattr(tokenizer, "chat_template", None):
-        rendered = render_chat(tokenizer, [{"role": "user", "content": _PLACEHOLDER + record.question}],
-                               add_generation_prompt=True)
-        head, tail = rendered.split(_PLACEHOLDER, 1)
-        return head + record.context, tail + record.answer_prefix
-    return record.context, record.question + record.answer_prefix
 
 
 def middle_truncate(ids: torch.Tensor, budget: int) -> torch.Tensor:
@@ -56,10 +42,6 @@ def middle_truncate(ids: torch.Tensor, budget: int) -> torch.Tensor:
     return torch.cat([ids[..., :head], ids[..., n - (budget - head) :]], dim=-1)
 
 
-def _templated(tokenizer, record: Record) -> bool:
-    return bool(record.chat_template and getattr(tokenizer, "chat_template", None))
-
-
 def encode_question(tokenizer, record: Record) -> torch.Tensor:
     """(1, q) token ids of the question part."""
     return tokenizer(render_parts(tokenizer, record)[1], add_special_tokens=False, return_tensors="pt").input_ids
@@ -68,7 +50,7 @@ def encode_question(tokenizer, record: Record) -> torch.Tensor:
 def encode_context(tokenizer, record: Record, max_context: int | None = None) -> Encoded:
     """(1, n) token ids of the context part, middle-truncated to ``max_context`` tokens."""
     text = render_parts(tokenizer, record)[0]
-    ctx = tokenizer(text, add_special_tokens=not _templated(tokenizer, record), return_tensors="pt").input_ids
+    ctx = tokenizer(text, add_special_tokens=not templated(tokenizer, record), return_tensors="pt").input_ids
     n = ctx.shape[-1]
     if max_context is not None and n > max_context:
         if max_context < 1:

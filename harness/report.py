@@ -347,7 +347,7 @@ def _task_scores(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
     """A task's scores and their ``score_weight`` (None when every weight is 1: the plain mean).
 
     A task mean is ``sum(score x weight) / sum(weight)``: a sample's weight is the denominator of its score when
-    the official aggregate is a ratio of sums (LooGLE cloze: matches / masks, harness/records.py)."""
+    the official aggregate is a ratio of sums (LooGLE cloze: matches / masks, tasks/records.py)."""
     ok = g["score"].notna()
     s = g.loc[ok, "score"].to_numpy(dtype=float)
     if "score_weight" not in g:

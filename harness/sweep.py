@@ -20,13 +20,13 @@ import torch
 
 from harness import attention
 from harness.cache import compress, full_cache_bytes
-from harness.chat import chat_kwargs, kwargs_json, strip_thinking
+from tasks.chat import chat_kwargs, kwargs_json, strip_thinking
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import (
     compressed_layers, decode, decode_rule, encode_context, encode_question, has_decode_rule, kept_budget, num_layers,
     prefill, rotary_module, select_positions,
 )
-from harness.records import Record
+from tasks.records import Record
 from methods.base import Method
 
 

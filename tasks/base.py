@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.records import Record
+from tasks.records import Record
 
 
 class DataMissing(RuntimeError):

@@ -54,7 +54,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
 from tasks.hub import HubUnavailable, error_line, hub_file
@@ -645,8 +645,8 @@ def synth_generator(task: str, seed: int, index: int) -> tuple[Callable[[int], d
 
 
 class PromptCounter:
-    """Prompt tokens of a record as the harness feeds them (``harness.protocol.render_parts`` /
-    ``encode_context`` / ``encode_question``): with a chat template, the rendered user turn up to the end of the
+    """Prompt tokens of a record as the harness feeds them (``tasks.prompts.render_parts`` and the
+    engine's ``encode_context`` / ``encode_question``): with a chat template, the rendered user turn up to the end of the
     context, then the rest of the turn + assistant header + answer prefix, tokenised separately without added
     special tokens; without one, the context with the tokenizer's special tokens and the question without."""
 
@@ -656,7 +656,7 @@ class PromptCounter:
         self.tokenizer = tokenizer
         self.pre = self.post = None
         if getattr(tokenizer, "chat_template", None):
-            from harness.chat import render_chat  # the model's chat settings (Qwen3: thinking off)
+            from tasks.chat import render_chat  # the model's chat settings (Qwen3: thinking off)
 
             turn = [{"role": "user", "content": self.PLACEHOLDER}]
             rendered = render_chat(tokenizer, turn, add_generation_prompt=True)

@@ -42,7 +42,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks import metrics_text as M
 from tasks.base import DataMissing, Task, TaskData

@@ -51,7 +51,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks import metrics_text as M
 from tasks.base import DataMissing, Task, TaskData

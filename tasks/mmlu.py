@@ -37,7 +37,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
 from tasks.data import context_id, hub_rows, seeded_order, take

@@ -49,7 +49,7 @@ import random
 import re
 from typing import Any
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
 from tasks.data import context_id, hub_rows, load_text, read_many, seeded_order, take

@@ -26,7 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.records import Record
+from tasks.prompts import render_parts
+from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
 from tasks import ruler_data
@@ -140,7 +141,7 @@ METRICS: dict[str, Callable[[str, list[str]], float]] = {
 
 # ------------------------------------------------------------------------------------- prompt counting
 class PromptCounter:
-    """Token count of a record exactly as the protocol encodes it (``harness.protocol.render_parts``): the
+    """Token count of a record exactly as the protocol encodes it (``tasks.prompts.render_parts``): the
     context part (the chat template's head + context; special tokens added only without a chat template) and
     the question part (question, end of the user turn, assistant header, answer prefix), tokenised apart."""
 
@@ -157,25 +158,11 @@ class PromptCounter:
     def parts(self, context: str, question: str, answer_prefix: str) -> tuple[str, str]:
         rec = Record(context_id="", sample_id="", suite="ruler", task="", context=context, question=question,
                      answers=[], max_new_tokens=0, metric="", answer_prefix=answer_prefix, chat_template=self.chat_flag)
-        return _render_parts(self.tokenizer, rec)
+        return render_parts(self.tokenizer, rec)
 
     def count(self, context: str, question: str, answer_prefix: str) -> int:
         head, tail = self.parts(context, question, answer_prefix)
         return self.ntok(head, special=not self.chat) + self.ntok(tail)
-
-
-def _render_parts(tokenizer, record: Record) -> tuple[str, str]:
-    try:
-        from harness.protocol import render_parts
-    except ImportError:  # pragma: no cover - the same rendering, for use without the harness
-        if record.chat_template and getattr(tokenizer, "chat_template", None):
-            ph = "\u2063KVBENCH_CONTEXT\u2063"
-            rendered = tokenizer.apply_chat_template(
-                [{"role": "user", "content": ph + record.question}], add_generation_prompt=True, tokenize=False)
-            head, tail = rendered.split(ph, 1)
-            return head + record.context, tail + record.answer_prefix
-        return record.context, record.question + record.answer_prefix
-    return render_parts(tokenizer, record)
 
 
 # --------------------------------------------------------------------------------------------- sampling

@@ -44,7 +44,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
 from tasks.data import context_id, find_local, hub_rows, read_many, read_saved, seeded_order, take

@@ -1,4 +1,4 @@
-"""Chat settings (harness/chat.py, docs/chat_settings.md): Qwen3 configs render the generation prompt with
+"""Chat settings (tasks/chat.py, docs/chat_settings.md): Qwen3 configs render the generation prompt with
 thinking off (the empty think block, as kvpress passes ``enable_thinking=False``), the setting is recorded in
 every row and is part of run_id, and ``<think>`` text never reaches a metric while the raw prediction is kept.
 No download: the Qwen3 template below is the part of Qwen3's own chat template (tokenizer_config.json of
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.chat import chat_kwargs, render_chat, strip_thinking
+from tasks.chat import chat_kwargs, render_chat, strip_thinking
 from harness.models import load_tokenizer, model_spec
 from harness.protocol import render_parts
-from harness.records import Record
+from tasks.records import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -215,7 +215,7 @@ def test_missing_data_message_and_partial_skip(tmp_path):
 
 def test_score_and_headline():
     task = make_task("longbench")
-    from harness.records import Record
+    from tasks.records import Record
 
     rec = Record(context_id="c", sample_id="trec/0", suite="longbench", task="trec", context="", question="",
                  answers=["Other entity"], max_new_tokens=64, metric="classification",

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.records import Record
+from tasks.records import Record
 from tasks import DataMissing, make_task
 from tasks import metrics_text as M
 from tasks.data import load_json
