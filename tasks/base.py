@@ -55,6 +55,11 @@ class Task:
         """The official metric of ``record.metric`` for one prediction, on a 0..100 scale."""
         raise NotImplementedError
 
+    def extra_scores(self, record: Record, prediction: str) -> dict[str, float]:
+        """Further official figures of one prediction besides ``score`` (0..100), written as ``score_<name>``
+        columns (SQuAD's exact match next to its F1). Default: none."""
+        return {}
+
     def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
         """The suite's headline number from per-sub-task scores (default: unweighted mean).
 
