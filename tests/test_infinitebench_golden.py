@@ -100,7 +100,8 @@ PROBES = [
     ("first_int_match", ["71432"]), ("first_int_match", ["03817"]),
     ("kv_retrieval_word", ["00a00042-6bcb-494f-9c35-57180f1e7251"]),
     ("math_find_first_number", ["96"]), ("math_find_first_number", ["48.5"]), ("math_find_first_number", ["48.0"]),
-    ("last_word_int", ["-14"]), ("choice_letter", ["Walking Georgie", "A"]), ("code_debug_letter", ["parse_header", "C"]),
+    ("last_word_int", ["-14"]), ("choice_letter", ["Walking Georgie", "A"]),
+    ("code_debug_letter", ["parse_header", "C"]),
     ("name_in_prediction", ["ACE", "ACE ROTHSTEIN"]), ("qa_f1", ['"Peyton"']), ("qa_f1", ["Peyton", "Seb Bronwyn"]),
     ("qa_f1_zh", ["北京"]), ("rouge_lsum", ["the cat sat on the mat"]), ("rouge_lsum", ["a b\nc d", "a b c\nd e"]),
 ]
