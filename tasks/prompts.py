@@ -1,7 +1,10 @@
 """How a record becomes prompt text (docs/protocol.md, "One sample"): the one renderer the engine feeds and the
-suites size their prompts with, so haystack sizing never drifts from what the model sees."""
+suites size their prompts with (``prompt_tokens``, ``largest_fitting``), so haystack sizing never drifts from what
+the model sees."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 from tasks.chat import render_chat
 from tasks.records import Record
@@ -24,3 +27,62 @@ def render_parts(tokenizer, record: Record) -> tuple[str, str]:
         head, tail = rendered.split(_PLACEHOLDER, 1)
         return head + record.context, tail + record.answer_prefix
     return record.context, record.question + record.answer_prefix
+
+
+def text_tokens(tokenizer, text: str, special: bool = False) -> int:
+    """Number of tokens of ``text`` (with the tokenizer's special tokens when ``special``)."""
+    if not text and not special:
+        return 0
+    return len(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def prompt_tokens(tokenizer, record: Record) -> int:
+    """Prompt tokens of ``record`` as the engine feeds them (before any truncation): the context part and the
+    question part of ``render_parts`` tokenised apart, the tokenizer's special tokens added to the context part
+    only when no chat template is used (the template writes its own)."""
+    head, tail = render_parts(tokenizer, record)
+    return text_tokens(tokenizer, head, special=not templated(tokenizer, record)) + text_tokens(tokenizer, tail)
+
+
+def largest_fitting(count: Callable[[int], int], budget: int, lo: int, guess: int, cap: int | None = None,
+                    slope: float | None = None) -> int | None:
+    """Largest ``n`` in ``[lo, cap]`` with ``count(n) <= budget`` (``count`` non-decreasing), or None when ``lo``
+    does not fit. Starts at ``guess``; steps by the token slope (tokens per unit) until the answer is
+    bracketed, then alternates interpolation and bisection inside the bracket."""
+    if cap is not None and cap < lo:
+        return None
+
+    def clamp(n: int) -> int:
+        return max(lo, n if cap is None else min(cap, n))
+
+    good = bad = None
+    tg = tb = 0
+    n, bisect_next = clamp(guess), False
+    for _ in range(200):
+        t = count(n)
+        if t <= budget:
+            if good is None or n > good:
+                good, tg = n, t
+            if cap is not None and n >= cap:
+                return good
+        else:
+            if bad is None or n < bad:
+                bad, tb = n, t
+            if n <= lo:
+                return None
+        if good is not None and bad is not None:
+            if bad - good <= 1:
+                return good
+            if bisect_next:
+                n = (good + bad) // 2
+            else:
+                n = good + int((budget - tg) * (bad - good) / max(1, tb - tg))
+                n = min(max(n, good + 1), bad - 1)
+            bisect_next = not bisect_next
+        elif good is not None:  # only fitting sizes seen so far: step up
+            per = slope or max(1e-6, tg / max(1, good))
+            n = clamp(good + max(1, int((budget - tg) / per) + 1))
+        else:  # only overflowing sizes so far: step down
+            per = slope or max(1e-6, tb / max(1, bad))
+            n = clamp(bad - max(1, int((tb - budget) / per) + 1))
+    return good

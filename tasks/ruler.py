@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tasks.prompts import render_parts
+from tasks.prompts import largest_fitting, prompt_tokens, text_tokens
 from tasks.records import Record
 from tasks import register
 from tasks.base import DataMissing, Task, TaskData
@@ -141,9 +141,8 @@ METRICS: dict[str, Callable[[str, list[str]], float]] = {
 
 # ------------------------------------------------------------------------------------- prompt counting
 class PromptCounter:
-    """Token count of a record exactly as the protocol encodes it (``tasks.prompts.render_parts``): the
-    context part (the chat template's head + context; special tokens added only without a chat template) and
-    the question part (question, end of the user turn, assistant header, answer prefix), tokenised apart."""
+    """Token count of a sample exactly as the protocol encodes it (``tasks.prompts.prompt_tokens``), for a
+    tokenizer and a chat setting fixed once."""
 
     def __init__(self, tokenizer, chat: bool = True):
         self.tokenizer = tokenizer
@@ -151,18 +150,12 @@ class PromptCounter:
         self.chat = bool(chat and getattr(tokenizer, "chat_template", None))
 
     def ntok(self, text: str, special: bool = False) -> int:
-        if not text and not special:
-            return 0
-        return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def parts(self, context: str, question: str, answer_prefix: str) -> tuple[str, str]:
-        rec = Record(context_id="", sample_id="", suite="ruler", task="", context=context, question=question,
-                     answers=[], max_new_tokens=0, metric="", answer_prefix=answer_prefix, chat_template=self.chat_flag)
-        return render_parts(self.tokenizer, rec)
+        return text_tokens(self.tokenizer, text, special)
 
     def count(self, context: str, question: str, answer_prefix: str) -> int:
-        head, tail = self.parts(context, question, answer_prefix)
-        return self.ntok(head, special=not self.chat) + self.ntok(tail)
+        rec = Record(context_id="", sample_id="", suite="ruler", task="", context=context, question=question,
+                     answers=[], max_new_tokens=0, metric="", answer_prefix=answer_prefix, chat_template=self.chat_flag)
+        return prompt_tokens(self.tokenizer, rec)
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -460,51 +453,6 @@ def qa_sample(data: ruler_data.QAData, index: int, n_docs: int, rng: random.Rand
         extra={"n_haystack": len(chosen), "haystack_unit": "documents", "gold_doc_spans": spans,
                "qa_index": index, "qa_source": data.source},
     )
-
-
-# ------------------------------------------------------------------------------------------------ search
-def largest_fitting(count: Callable[[int], int], budget: int, lo: int, guess: int, cap: int | None = None,
-                    slope: float | None = None) -> int | None:
-    """Largest ``n`` in ``[lo, cap]`` with ``count(n) <= budget`` (``count`` non-decreasing), or None when ``lo``
-    does not fit. Starts at ``guess``; steps by the token slope (tokens per unit) until the answer is
-    bracketed, then alternates interpolation and bisection inside the bracket."""
-    if cap is not None and cap < lo:
-        return None
-
-    def clamp(n: int) -> int:
-        return max(lo, n if cap is None else min(cap, n))
-
-    good = bad = None
-    tg = tb = 0
-    n, bisect_next = clamp(guess), False
-    for _ in range(200):
-        t = count(n)
-        if t <= budget:
-            if good is None or n > good:
-                good, tg = n, t
-            if cap is not None and n >= cap:
-                return good
-        else:
-            if bad is None or n < bad:
-                bad, tb = n, t
-            if n <= lo:
-                return None
-        if good is not None and bad is not None:
-            if bad - good <= 1:
-                return good
-            if bisect_next:
-                n = (good + bad) // 2
-            else:
-                n = good + int((budget - tg) * (bad - good) / max(1, tb - tg))
-                n = min(max(n, good + 1), bad - 1)
-            bisect_next = not bisect_next
-        elif good is not None:  # only fitting sizes seen so far: step up
-            per = slope or max(1e-6, tg / max(1, good))
-            n = clamp(good + max(1, int((budget - tg) / per) + 1))
-        else:  # only overflowing sizes so far: step down
-            per = slope or max(1e-6, tb / max(1, bad))
-            n = clamp(bad - max(1, int((tb - budget) / per) + 1))
-    return good
 
 
 # -------------------------------------------------------------------------------------------------- task

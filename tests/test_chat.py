@@ -99,8 +99,9 @@ def test_qwen3_generation_prompt_ends_with_the_empty_think_block():
 
 
 def test_prompt_sizing_counts_the_think_block():
-    """The suites size prompts with the same rendering (RULER through render_parts, InfiniteBench its own)."""
-    from tasks.infinitebench import PromptCounter as InfiniteCounter
+    """The suites size prompts with the same rendering (tasks.prompts.prompt_tokens: InfiniteBench directly, RULER
+    through its counter)."""
+    from tasks.prompts import prompt_tokens
     from tasks.ruler import PromptCounter as RulerCounter
 
     off, on = qwen3_tokenizer(enable_thinking=False), qwen3_tokenizer(enable_thinking=True)
@@ -111,7 +112,7 @@ def test_prompt_sizing_counts_the_think_block():
         return len(tok(head, add_special_tokens=False).input_ids) + len(tok(tail, add_special_tokens=False).input_ids)
 
     assert fed(off) > fed(on)
-    assert InfiniteCounter(off)(rec) == fed(off) and InfiniteCounter(on)(rec) == fed(on)
+    assert prompt_tokens(off, rec) == fed(off) and prompt_tokens(on, rec) == fed(on)
     args = (rec.context, rec.question, rec.answer_prefix)
     assert RulerCounter(off).count(*args) == fed(off) and RulerCounter(on).count(*args) == fed(on)
 

@@ -9,6 +9,8 @@ import pytest
 from tasks import DataMissing, make_task
 from tasks import infinitebench as ib
 from tasks.infinitebench import score_prediction as S
+from tasks.infinitebench.synth import math_find_answer
+from tasks.prompts import largest_fitting, prompt_tokens, render_parts
 
 
 # ------------------------------------------------------------------------------------------------ metric
@@ -357,13 +359,39 @@ def test_synthetic_deterministic(smollm_tokenizer):
 
 
 def test_synthetic_math_find_answers():
-    assert ib._math_find_answer([5, 9, 9, 7, 1, 1, 3], "second largest number") == 7  # distinct values
-    assert ib._math_find_answer([5, 9, 9, 7, 1, 1, 3], "third smallest number") == 5
-    assert ib._math_find_answer([4, 1, 3, 2], "median") == 2.5
-    assert ib._math_find_answer([4, 1, 3], "median") == 3
+    assert math_find_answer([5, 9, 9, 7, 1, 1, 3], "second largest number") == 7  # distinct values
+    assert math_find_answer([5, 9, 9, 7, 1, 1, 3], "third smallest number") == 5
+    assert math_find_answer([4, 1, 3, 2], "median") == 2.5
+    assert math_find_answer([4, 1, 3], "median") == 3
 
 
-def test_fit_size_is_independent_of_the_guess():
-    fits = lambda n: n * 7 + 3 <= 1000  # noqa: E731
-    assert {ib.fit_size(fits, 0, g) for g in (0, 1, 50, 141, 142, 143, 500, 10_000)} == {142}
-    assert ib.fit_size(lambda n: False, 0, 10) == -1
+def test_haystack_search_is_independent_of_the_guess():
+    """The synthetic suite starts each search at the previous sample's size: the answer must not depend on it."""
+    count = lambda n: n * 7 + 3  # noqa: E731  (142 * 7 + 3 = 997 <= 1000 < 1004 = 143 * 7 + 3)
+    assert {largest_fitting(count, 1000, 0, g) for g in (0, 1, 50, 141, 142, 143, 500, 10_000)} == {142}
+    assert largest_fitting(lambda n: 10**6, 1000, 0, 10) is None  # not even the smallest haystack fits
+
+
+# Llama 3's way of writing a user turn: the content is trimmed, so a question's trailing space is not fed
+TRIM_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] | trim "
+    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_synthetic_sizing_counts_what_the_engine_feeds():
+    """kvpress' kv_retrieval question ends with a space that a trimming chat template drops: the haystack is sized
+    on the prompt the engine feeds (tasks.prompts), not on a rendering of its own."""
+    from harness.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    tok.chat_template = TRIM_TEMPLATE
+    records = make_task("infinitebench_synth", length=1024, prompt_style="kvpress", tasks=["kv_retrieval"]).load(
+        tok, 3, 0).records
+    for r in records:
+        assert r.question.endswith(" ")
+        head, tail = render_parts(tok, r)
+        assert not tail.startswith(r.question)  # the space is gone from what the model sees
+        fed = sum(len(tok(part, add_special_tokens=False)["input_ids"]) for part in (head, tail))
+        assert r.extra["n_prompt_tokens"] == prompt_tokens(tok, r) == fed
+        assert fed + r.max_new_tokens <= 1024
