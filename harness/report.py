@@ -45,8 +45,6 @@ from harness.results import ResultsError
 from harness.rows import R_DECIMALS, identities, load_results, parse_config, unique_rows
 from tasks import Headline, bucket_names, headline_rule
 
-__all__ = ["ResultsError", "load_results", "unique_rows", "R_DECIMALS"]  # re-exported: the tables' one reader
-
 FIXED_BUDGET = -1.0  # the ``r`` given to rows without one (fixed ``budget_tokens``); shown as "fixed B"
 NO_BUCKET = -1  # internal stand-in for a null length_bucket (grouping keys cannot be NA everywhere)
 BOOTSTRAP_SEED = 20240917
