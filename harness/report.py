@@ -1,13 +1,16 @@
 """Aggregation of result rows (docs/protocol.md, "Result rows") shared by ``scripts/make_tables.py`` and
 ``scripts/make_figures.py``.
 
-Pipeline: ``load_results`` (read + deduplicate part files) -> ``prepare`` (configuration labels, one row per
-sample and configuration) -> ``task_cells`` (mean per sub-task, weighted by the rows' ``score_weight`` where
-present: LooGLE cloze's official micro average) -> ``headline_cells`` (the suite's headline per
-(model, suite, length bucket, method variant, r), with completeness and sample counts) -> ``summary``.
+Pipeline: ``load_results`` (harness/rows.py: read, one row per configuration and sample) -> ``prepare`` (display
+labels) -> ``task_cells`` (mean per sub-task, weighted by the rows' ``score_weight`` where present: LooGLE
+cloze's official micro average) -> ``headline_cells`` (the suite's headline per (model, suite, length bucket,
+configuration), with completeness and sample counts) -> ``summary``.
 
-Conventions
-- Rows with ``method == "full"`` are the full-cache reference whatever their ``r``: their ``r`` becomes 0.0.
+Conventions (docs/results.md, "How the tables read rows")
+- Cells group rows by configuration: ``config_id`` (harness/rows.py), the engine's ``config_json`` without the
+  sub-task selection. Labels are for display only.
+- The full-cache reference is the column ``reference`` (harness/rows.py: the method class's ``compresses``, the
+  rule the engine uses); its ``r`` becomes 0.0 whatever the rows say.
 - A *variant* is the method label, extended only where the label alone would merge different settings:
   `` (query-aware)`` when ``query_aware`` is true, ``[B=<n>]`` for fixed token budgets, ``/<policy>`` when one
   label was run with several budget policies, ``#<hash>`` when one label was run with several
@@ -15,93 +18,43 @@ Conventions
   each label stands for.
 - Run settings that change results but are not part of a method variant (``dtype``, ``seed``,
   ``max_new_tokens``, ``max_context``, ``attn_impl``, ``model_source``, task parameters: the ``config_json`` keys
-  of ``harness.run.run_context``) are never averaged together: when the rows of one model differ in any of them
-  within one table, every row of that model gets them in its model label (``smollm2-135m [dtype=bfloat16]``),
-  so each configuration has its own tables. Rows that still repeat a (model, task, sample, variant, r) are
-  reduced to the newest, with a warning naming the setting they differ in (silent only for the full-cache
-  reference repeated per r of a sweep).
+  of ``harness.run.run_context``): when the rows of one model differ in any of them within one table, every row
+  of that model gets them in its model label (``smollm2-135m [dtype=bfloat16]``), so each configuration has its
+  own tables. Configurations that these labels still do not tell apart in one table get the keys they differ in
+  appended to the variant (``keydiff[method_class=KeyDiff2]``): never merged, never dropped.
 - A cell is *complete* when it holds every sub-task that any variant of the same table (model, suite, length
   bucket) has. Incomplete headline cells are still computed over the tasks they have, but flagged; they are
   never silently averaged with a different task set.
+- A suite's headline is ``tasks.headline_rule(suite)`` (read from the suite's class, never by constructing it); a
+  suite the registry does not know gets the unweighted mean with a warning, marked FALLBACK in the tables.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from harness.results import ResultsError, read_files
+from harness.results import ResultsError
+from harness.rows import R_DECIMALS, identities, load_results, parse_config, unique_rows
+from tasks import Headline, bucket_names, headline_rule
 
-FULL = "full"
 FIXED_BUDGET = -1.0  # the ``r`` given to rows without one (fixed ``budget_tokens``); shown as "fixed B"
 NO_BUCKET = -1  # internal stand-in for a null length_bucket (grouping keys cannot be NA everywhere)
 BOOTSTRAP_SEED = 20240917
 BOOTSTRAP_RESAMPLES = 1000
-R_DECIMALS = 6  # r values are rounded to this many decimals before grouping (float noise from configs)
-
-# Rows are duplicates when they agree on these. The protocol's resume key is (run_id, sample_id); the other
-# columns are added so that a run_id shared by a whole sweep (one process, many configurations, tasks or length
-# buckets) cannot collapse different configurations into one row. A true duplicate (a resumed job writing a
-# row again) agrees on all of them, so when run_id is per configuration they change nothing.
-DEDUP_KEY = ("run_id", "sample_id", "model", "suite", "task", "length_bucket", "method", "r", "budget_tokens",
-             "query_aware")
 
 TABLE_KEY = ["model", "suite", "length_bucket"]
-CELL_KEY = TABLE_KEY + ["variant", "r"]
-
-# --------------------------------------------------------------------------------------------- loading
-def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """All result rows under the folder(s), deduplicated on ``DEDUP_KEY`` keeping the newest ``created_at``.
-
-    Raises ``ResultsError`` when there is no result file, or naming the first file that cannot be read.
-    """
-    frames = read_files(path_or_paths, must_exist=True)
-    if not frames:
-        where = path_or_paths if isinstance(path_or_paths, (str, Path)) else ", ".join(map(str, path_or_paths))
-        raise ResultsError(
-            f"no result files (*.parquet) under {where}. Run a sweep first (python -m harness ...) and point "
-            "this at its output folder."
-        )
-    n_files = len(frames)
-    frames = [frame.assign(_file_order=i) for i, frame in enumerate(frames)]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        raise ResultsError(f"the {n_files} result file(s) found under {path_or_paths} hold no rows")
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    return _dedup(df).reset_index(drop=True)
-
-
-def _created_ts(df: pd.DataFrame) -> pd.Series:
-    if "created_at" not in df:
-        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
-    col = df["created_at"]
-    if pd.api.types.is_numeric_dtype(col):
-        return pd.to_datetime(col, unit="s", utc=True, errors="coerce")
-    return pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
-
-
-def _dedup(df: pd.DataFrame) -> pd.DataFrame:
-    key = [c for c in DEDUP_KEY if c in df.columns]
-    df = df.assign(_ts=_created_ts(df))
-    if "r" in df:
-        df["r"] = df["r"].astype(float).round(R_DECIMALS)
-    # newest last; ties broken by file order then row order (stable), so the result is deterministic
-    df = df.sort_values(["_ts", "_file_order"], kind="stable", na_position="first")
-    if key:
-        df = df.drop_duplicates(subset=key, keep="last")
-    sort_cols = [c for c in ("model", "suite", "task", "length_bucket", "method", "r", "sample_id", "run_id")
-                 if c in df.columns]
-    df = df.sort_values(sort_cols, kind="stable", na_position="first") if sort_cols else df
-    return df.drop(columns=["_file_order"])
+# a cell is one configuration (config_id) in one table; its labels (variant, r) come first so that cells sort by
+# them (they name one configuration per table: prepare makes them distinct)
+CELL_KEY = TABLE_KEY + ["variant", "r", "config_id"]
+INTERNAL_COLUMNS = ("config_id", "reference")  # in the cell frames, not in the published long CSVs
 
 
 # --------------------------------------------------------------------------------------------- preparing
@@ -124,15 +77,6 @@ VARIANT_KEYS = frozenset({"model", "method", "method_class", "method_params", "r
                           "query_aware", "safeguard"})
 SETTING_COLUMNS = ("model_source", "dtype", "attn_impl")  # row columns that are run settings too
 SETTING_ORDER = ("dtype", "seed", "max_new_tokens", "max_context", "attn_impl", "model_source", "task")
-FULL_REPEATS = frozenset({"r", "budget_tokens", "budget_policy", "safeguard", "query_aware"})  # full ignores them
-
-
-def _config(text) -> dict:
-    try:
-        d = json.loads(text) if isinstance(text, str) else {}
-    except ValueError:
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _fmt_setting(v) -> str:
@@ -155,8 +99,8 @@ def run_settings(df: pd.DataFrame) -> pd.DataFrame:
     ``VARIANT_KEYS`` (the sub-task selection ``task.tasks`` excluded: rows carry their task) and the columns
     ``SETTING_COLUMNS``."""
     cj = df["config_json"] if "config_json" in df else pd.Series("{}", index=df.index)
-    flat = {c: {k: v for k, v in _flat_config(_config(c)).items() if k not in VARIANT_KEYS and k != "task.tasks"}
-            for c in cj.unique()}
+    flat = {c: {k: v for k, v in _flat_config(parse_config(c)).items()
+                if k not in VARIANT_KEYS and k != "task.tasks"} for c in cj.unique()}
     out = pd.DataFrame([flat[c] for c in cj], index=df.index)
     for c in SETTING_COLUMNS:
         if c in df:
@@ -194,38 +138,41 @@ def setting_labels(df: pd.DataFrame) -> pd.Series:
 
 def _differing_settings(configs: Iterable[str]) -> list[str]:
     """The config_json keys whose values differ between these configurations."""
-    flats = [_flat_config(_config(c)) for c in configs]
+    flats = [_flat_config(parse_config(c)) for c in configs]
     keys = set().union(*flats) if flats else set()
     return sorted(k for k in keys if len({f.get(k, "null") for f in flats}) > 1)
 
 
+
 def load_prepared(paths, ci: bool = False) -> tuple[pd.DataFrame, ...]:
     """What both report scripts start from: (rows, prepared rows, headline cells, task cells, cost cells).
-    Warnings of ``prepare`` (duplicate samples across run_ids) go to stderr."""
+    Warnings (a suite the task registry does not know) go to stderr."""
     import sys
-    import warnings
 
     df = load_results(paths)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prep = prepare(df)
+        hc = headline_cells(prep, ci=ci)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    return df, prep, headline_cells(prep, ci=ci), task_cells(prep, ci=ci), cost_cells(prep)
+    return df, prep, hc, task_cells(prep, ci=ci), cost_cells(prep)
 
 
-def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
-    """Rows ready for aggregation: adds ``variant``; ``r`` = 0.0 for the full cache; null length buckets
-    become ``NO_BUCKET``; one row per (model, suite, bucket, variant, r, task, sample_id) (the newest)."""
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows ready for aggregation: adds the display labels ``variant`` and ``setting`` (the latter also in
+    ``model``); ``r`` = 0.0 for the reference; null length buckets become ``NO_BUCKET``.
+
+    ``df`` is what ``load_results`` returns (trusted as it is: one row per configuration and sample); other
+    frames (a run's own rows) first go through the same rule, ``unique_rows``."""
     missing = [c for c in ("model", "suite", "task", "method", "sample_id", "score") if c not in df.columns]
     if missing:
         raise ResultsError(f"result rows lack required column(s) {missing}; are these harness result files?")
-    out = df.copy()
-    if "_ts" not in out:
-        out["_ts"] = _created_ts(out)
+    rows = df if "config_id" in df.columns else unique_rows(df)
+    out = rows.copy()
     out["method"] = out["method"].astype(str)
     out["r"] = out["r"].astype(float).round(R_DECIMALS) if "r" in out else 0.0
-    out.loc[out["method"] == FULL, "r"] = 0.0
+    out.loc[out["reference"], "r"] = 0.0
     out["r"] = out["r"].fillna(FIXED_BUDGET)  # rows with a fixed token budget have no ratio
     lb = out["length_bucket"] if "length_bucket" in out else pd.Series(np.nan, index=out.index)
     out["length_bucket"] = pd.to_numeric(lb, errors="coerce").fillna(NO_BUCKET).astype("int64")
@@ -235,66 +182,56 @@ def prepare(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     out["variant"] = _variant_labels(out)
     out["setting"] = setting_labels(out)  # distinct run settings of one model: separate tables
     out["model"] = out["model"].astype(str) + out["setting"].map(lambda t: f" [{t}]" if t else "")
-
+    out["variant"] = _distinct_labels(out, rows)
     key = CELL_KEY + ["task", "sample_id"]
-    if warn:
-        _warn_repeats(out, key)
-    out = out.sort_values("_ts", kind="stable", na_position="first").drop_duplicates(subset=key, keep="last")
     return out.sort_values(key, kind="stable").reset_index(drop=True)
 
 
-def _warn_repeats(out: pd.DataFrame, key: list[str]) -> None:
-    """Warn about rows that repeat a cell's sample, naming the settings they differ in. The full reference
-    repeated per r (or budget, policy, safeguard, query_aware) of a sweep is expected and silent."""
-    dup = out[out.duplicated(subset=key, keep=False)]
-    if dup.empty:
-        return
-    cj = dup["config_json"].astype(str) if "config_json" in dup else pd.Series("{}", index=dup.index)
-    sets = cj.groupby([dup[c] for c in key], sort=False).agg(lambda x: tuple(sorted(set(x))))
-    methods = dup.groupby(key, sort=False)["method"].first()
-    cache: dict[tuple, list[str]] = {}
-    named: set[str] = set()
-    n = 0
-    for k, configs in sets.items():
-        if configs not in cache:
-            cache[configs] = _differing_settings(configs)
-        diff = cache[configs]
-        if methods[k] == FULL and set(diff) <= FULL_REPEATS:
-            continue
-        n += 1
-        named.update(diff or ["nothing recorded"])
-    if n:
-        warnings.warn(
-            f"{n} (model, task, sample, method variant, r) cell sample(s) have rows from several runs that differ "
-            f"in: {', '.join(sorted(named))}; kept the newest of each", stacklevel=3)
+def _distinct_labels(out: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """``out``'s variants, with ``[key=value, ...]`` appended where configurations that differ share a (table,
+    variant, r): the config_json keys they differ in (``rows``: the same rows before labelling)."""
+    key = TABLE_KEY + ["variant", "r"]
+    clash = out.groupby(key, sort=False)["config_id"].transform("nunique") > 1
+    label = out["variant"].copy()
+    if not clash.any():
+        return label
+    text = identities(rows.loc[clash[clash].index])
+    for _, g in out.loc[clash].groupby(key, sort=False):
+        configs = {cid: text[idx[0]] for cid, idx in g.groupby("config_id", sort=True).groups.items()}
+        differ = _differing_settings(configs.values())
+        for cid, idx in g.groupby("config_id", sort=True).groups.items():
+            flat = _flat_config(parse_config(configs[cid]))
+            label[idx] = label[idx] + "[" + ", ".join(f"{k}={flat.get(k, 'null')}" for k in differ) + "]"
+    return label
 
 
 def _variant_labels(df: pd.DataFrame) -> pd.Series:
     label = df["method"].astype(str).copy()
+    compressed = ~df["reference"]  # the reference's label is its method label: it ignores budgets
     params = df["method_params"].map(_canon_params) if "method_params" in df else pd.Series("{}", index=df.index)
     if "budget_policy" in df:
         pol = df["budget_policy"].astype(object).where(df["budget_policy"].notna(), "")
-        multi = (pol.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+        multi = (pol.groupby(df["method"]).transform("nunique") > 1) & compressed
         label = label.where(~multi, label + "/" + pol.astype(str))
-    multi = (params.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+    multi = (params.groupby(df["method"]).transform("nunique") > 1) & compressed
     label = label.where(~multi, label + "#" + params.map(_short_hash))
     if "config_json" in df:  # the adaptive budget's safeguard is recorded in config_json only
-        sg = df["config_json"].map(lambda c: _fmt_setting(_config(c).get("safeguard")))
-        multi = (sg.groupby(df["method"]).transform("nunique") > 1) & (df["method"] != FULL)
+        sg = df["config_json"].map(lambda c: _fmt_setting(parse_config(c).get("safeguard")))
+        multi = (sg.groupby(df["method"]).transform("nunique") > 1) & compressed
         label = label.where(~multi, label + "[safeguard=" + sg + "]")
     if "budget_tokens" in df:
         bt = pd.to_numeric(df["budget_tokens"], errors="coerce")
-        has = bt.notna() & (df["method"] != FULL)
+        has = bt.notna() & compressed
         label = label.where(~has, label + "[B=" + bt.fillna(0).astype("int64").astype(str) + "]")
     if "query_aware" in df:
         qa = df["query_aware"].astype(object).map(lambda v: bool(v) if v is not None and v == v else False)
-        label = label.where(~(qa & (df["method"] != FULL)), label + " (query-aware)")
+        label = label.where(~(qa & compressed), label + " (query-aware)")
     return label
 
 
 def variants(df: pd.DataFrame) -> pd.DataFrame:
     """What each variant label stands for: method, params, policy, query_aware, run ids, commits."""
-    p = prepare(df, warn=False)
+    p = prepare(df)
     cols = {"method": "method"}
     for c in ("method_params", "budget_policy", "query_aware", "budget_tokens", "run_id", "git_commit",
               "harness_version"):
@@ -311,35 +248,20 @@ def variants(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------- headlines
-Headline = Callable[[dict[str, float], dict[str, int]], float]  # (task -> score, task -> n samples) -> score
-_HEADLINES: dict[str, tuple[Headline, bool]] = {}
-
-
 def _unweighted(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
     return sum(task_scores.values()) / max(1, len(task_scores))
 
 
 def headline_fn(suite: str) -> tuple[Headline, bool]:
-    """``(fn, official)``: ``fn(task_scores, counts)`` is the suite's ``Task.headline`` from the task registry
-    (given ``counts``, the samples per task in the cell, when it takes them: suites that weight tasks by
-    samples), or the unweighted mean of the tasks with ``official=False`` when the registry cannot build
-    the suite."""
-    if suite not in _HEADLINES:
-        try:
-            from tasks import make_task
-
-            head = make_task(suite).headline
-            if "counts" in inspect.signature(head).parameters:
-                _HEADLINES[suite] = (lambda scores, counts: head(scores, counts=counts), True)
-            else:
-                _HEADLINES[suite] = (lambda scores, counts: head(scores), True)
-        except Exception:  # noqa: BLE001 - missing module, data-dependent constructor...: fall back
-            _HEADLINES[suite] = (_unweighted, False)
-    return _HEADLINES[suite]
-
-
-def clear_headline_cache() -> None:
-    _HEADLINES.clear()
+    """``(fn, official)``: ``fn(task_scores, counts)`` is the suite's headline from the task registry
+    (``tasks.headline_rule``: read from the suite's class, never constructed). A suite the registry does not know
+    (its module removed or renamed) gets the unweighted mean of its tasks with ``official=False`` and a warning."""
+    try:
+        return headline_rule(suite), True
+    except KeyError as exc:
+        warnings.warn(f"{exc.args[0]}: its tables use the unweighted mean of the task scores (marked FALLBACK), "
+                      f"not the suite's official headline", stacklevel=2)
+        return _unweighted, False
 
 
 # --------------------------------------------------------------------------------------------- cells
@@ -376,14 +298,15 @@ def _bootstrap_task_means(scores: np.ndarray, rng: np.random.Generator, b: int,
 
 def task_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
                seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
-    """Mean score and sample count per (model, suite, bucket, variant, r, task); 95 % bootstrap CI if ``ci``.
+    """Mean score and sample count per (model, suite, bucket, configuration, task); 95 % bootstrap CI if ``ci``;
+    ``reference`` says whether the configuration is the full-cache reference.
 
     The mean is weighted by ``score_weight`` where rows carry weights other than 1 (see ``_task_scores``)."""
     rows = []
     for key, g in prep.groupby(CELL_KEY + ["task"], sort=True):
         s, w = _task_scores(g)
         row = dict(zip(CELL_KEY + ["task"], key))
-        row.update(score=_weighted_mean(s, w), n=int(len(s)))
+        row.update(score=_weighted_mean(s, w), n=int(len(s)), reference=bool(g["reference"].iloc[0]))
         if ci:
             lo = hi = math.nan
             if len(s):
@@ -391,7 +314,7 @@ def task_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_
                 lo, hi = (float(x) for x in np.percentile(m, [2.5, 97.5]))
             row.update(ci_lo=lo, ci_hi=hi)
         rows.append(row)
-    cols = CELL_KEY + ["task", "score", "n"] + (["ci_lo", "ci_hi"] if ci else [])
+    cols = CELL_KEY + ["task", "score", "n"] + (["ci_lo", "ci_hi"] if ci else []) + ["reference"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -402,21 +325,22 @@ def expected_tasks(prep: pd.DataFrame) -> dict[tuple, list[str]]:
 
 def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
                    seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
-    """The suite headline per (model, suite, bucket, variant, r).
+    """The suite headline per (model, suite, bucket, configuration) (CELL_KEY).
 
     Columns: score, n (samples summed over tasks), n_tasks, n_tasks_expected, missing (comma-separated task
     names), complete, n_signature (task:n pairs; equal signatures = same sample counts), official (whether the
     suite's own headline function was used), and ci_lo/ci_hi with ``ci`` (tasks resampled independently,
-    samples with replacement within each task, fixed seed).
+    samples with replacement within each task, fixed seed), reference.
     """
     tc = task_cells(prep)
+    rules = {suite: headline_fn(suite) for suite in sorted(tc["suite"].unique())}  # one warning per unknown suite
     exp = expected_tasks(prep)
     by_task = {k: g for k, g in prep.groupby(CELL_KEY + ["task"], sort=True)} if ci else {}
     rows = []
     for key, g in tc.groupby(CELL_KEY, sort=True):
         g = g[g["n"] > 0]
         tkey = key[:3]
-        fn, official = headline_fn(key[1])
+        fn, official = rules[key[1]]
         scores = dict(zip(g["task"], g["score"]))
         counts = {t: int(n) for t, n in zip(g["task"], g["n"])}
         expected = exp[tkey]
@@ -431,6 +355,7 @@ def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTST
             complete=not missing,
             n_signature=",".join(f"{t}:{n}" for t, n in zip(g["task"], g["n"])),
             official=official,
+            reference=bool(g["reference"].iloc[0]) if len(g) else False,
         )
         if ci:
             rng = np.random.default_rng(seed)
@@ -444,7 +369,7 @@ def headline_cells(prep: pd.DataFrame, ci: bool = False, resamples: int = BOOTST
             row.update(ci_lo=lo, ci_hi=hi)
         rows.append(row)
     cols = CELL_KEY + ["score", "n", "n_tasks", "n_tasks_expected", "missing", "complete", "n_signature",
-                       "official"] + (["ci_lo", "ci_hi"] if ci else [])
+                       "official"] + (["ci_lo", "ci_hi"] if ci else []) + ["reference"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -453,8 +378,12 @@ def summary(df: pd.DataFrame, ci: bool = False) -> pd.DataFrame:
 
     ``df`` is what ``load_results`` returns. ``length_bucket`` is <NA> where the rows had none.
     """
-    out = headline_cells(prepare(df), ci=ci)
-    out = out.rename(columns={"variant": "method"})
+    return as_summary(headline_cells(prepare(df), ci=ci))
+
+
+def as_summary(hc: pd.DataFrame) -> pd.DataFrame:
+    """``headline_cells`` as ``summary`` shows them (``variant`` named ``method``, null buckets <NA>)."""
+    out = hc.rename(columns={"variant": "method"})
     out["length_bucket"] = out["length_bucket"].astype("Int64").mask(out["length_bucket"] == NO_BUCKET)
     return out
 
@@ -465,13 +394,13 @@ def format_summary(summ: pd.DataFrame) -> str:
     for key, g in summ.groupby(["model", "suite", "length_bucket"], sort=True, dropna=False):
         lb = "" if pd.isna(key[2]) else f" {bucket_label(key[1], int(key[2]), [])}"
         lines.append(f"{key[0]} | {key[1]}{lb}")
-        rs = sorted(g.loc[g["method"] != FULL, "r"].unique()) or [0.0]
+        rs = sorted(g.loc[~g["reference"], "r"].unique()) or [0.0]
         lines.append("  " + f"{'method':<28}" + "".join(f"{'r=' + fmt_r(r):>16}" for r in rs))
-        for m in order_variants(g["method"].unique()):
+        for m in order_variants(g, "method"):
             gm = g[g["method"] == m]
             cells = []
             for r in rs:
-                c = gm if m == FULL else gm[gm["r"] == r]
+                c = gm if gm["reference"].any() else gm[gm["r"] == r]
                 if c.empty:
                     cells.append(f"{'-':>16}")
                 else:
@@ -486,14 +415,14 @@ def format_summary(summ: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------------------------- cost
 def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
-    """Cost per (model, device, suite, bucket, variant, r): means of prefill_s, scoring_s, kv bytes, kept
+    """Cost per (model, device, suite, bucket, configuration): means of prefill_s, scoring_s, kv bytes, kept
     fraction, peak memory; scoring share = mean scoring_s / mean prefill_s; decode ms/token = sum decode_s /
     sum n_generated_tokens x 1000 (token-weighted, so samples that generated nothing do not divide by zero)."""
     p = prep.copy()
     if "device" not in p:
         p["device"] = ""
     p["device"] = p["device"].astype(object).where(p["device"].notna(), "").astype(str)
-    key = ["model", "device", "suite", "length_bucket", "variant", "r"]
+    key = ["model", "device", "suite", "length_bucket", "variant", "r", "config_id"]
 
     def col(g, c):
         return pd.to_numeric(g[c], errors="coerce") if c in g else pd.Series(np.nan, index=g.index)
@@ -514,6 +443,7 @@ def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
             kv_bytes_full=float(col(g, "kv_bytes_full").mean()),
             kept_fraction=float(col(g, "kept_fraction").mean()),
             peak_mem_bytes=float(col(g, "peak_mem_bytes").mean()),
+            reference=bool(g["reference"].iloc[0]),
         ))
     return pd.DataFrame(rows)
 
@@ -540,19 +470,13 @@ def bucket_label(suite: str, bucket: int, all_buckets: list[int]) -> str:
     return str(bucket)
 
 
-_BUCKET_NAMES: dict[str, dict[int, str]] = {}
-
-
 def suite_bucket_names(suite: str) -> dict[int, str]:
-    """The suite's ``bucket_names`` from the task registry ({} when it has none or cannot be built)."""
-    if suite not in _BUCKET_NAMES:
-        try:
-            from tasks import make_task
-
-            _BUCKET_NAMES[suite] = dict(getattr(make_task(suite), "bucket_names", None) or {})
-        except Exception:  # noqa: BLE001 - missing module, data-dependent constructor...: plain labels
-            _BUCKET_NAMES[suite] = {}
-    return _BUCKET_NAMES[suite]
+    """The suite's ``bucket_names`` from the task registry (``tasks.bucket_names``, read from its class); {} when
+    it has none or the registry does not know the suite (labels only: "4k")."""
+    try:
+        return bucket_names(suite)
+    except KeyError:
+        return {}
 
 
 LB_TASK_ORDER = [  # LongBench's category order (single-doc QA, multi-doc QA, summarisation, few-shot, synthetic, code)
@@ -568,10 +492,20 @@ def task_order(suite: str, tasks: list[str]) -> list[str]:
     return known + sorted(t for t in tasks if t not in known)
 
 
-def order_variants(labels: Iterable[str]) -> list[str]:
-    """Full reference first, then alphabetical."""
-    labels = sorted(set(labels))
-    return [FULL] * (FULL in labels) + [v for v in labels if v != FULL]
+def order_variants(frame: pd.DataFrame, col: str = "variant") -> list[str]:
+    """The labels in ``frame[col]``: the reference's first (its ``reference`` column), then alphabetical."""
+    refs = reference_labels(frame, col)
+    return refs + [v for v in sorted(set(frame[col])) if v not in refs]
+
+
+def reference_labels(frame: pd.DataFrame, col: str = "variant") -> list[str]:
+    """The labels of the reference's rows in ``frame`` (sorted)."""
+    return sorted(set(frame.loc[frame["reference"].astype(bool), col]))
+
+
+def public(cells: pd.DataFrame) -> pd.DataFrame:
+    """A cell frame without ``INTERNAL_COLUMNS`` (the long CSVs the tables publish)."""
+    return cells.drop(columns=[c for c in INTERNAL_COLUMNS if c in cells])
 
 
 def modal(values: Iterable) -> object:

@@ -37,4 +37,14 @@ def make_method(name: str, **params) -> Method:
     return METHODS[name](**params)
 
 
-__all__ = ["LayerInputs", "Method", "METHODS", "register", "make_method", "available"]
+def compresses(name: str) -> bool:
+    """Whether the registered method class ``name`` compresses the cache: its ``Method.compresses``, the class
+    attribute the engine reads on the method it runs (False only for the full-cache reference). The tables and the
+    regression check read result rows' method class through this. KeyError for an unknown class."""
+    _discover()
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return bool(METHODS[name].compresses)
+
+
+__all__ = ["LayerInputs", "Method", "METHODS", "register", "make_method", "available", "compresses"]

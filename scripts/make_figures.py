@@ -65,8 +65,9 @@ SUITE_TITLE = {"ruler": "RULER", "longbench": "LongBench", "longbench_e": "LongB
 class Styles:
     """One colour and marker per method variant, stable across all figures of a run."""
 
-    def __init__(self, variants):
-        names = [v for v in R.order_variants(variants) if v != R.FULL]
+    def __init__(self, prep: pd.DataFrame):
+        refs = R.reference_labels(prep)
+        names = [v for v in R.order_variants(prep) if v not in refs]
         cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
         self.map = {v: (cmap(i % cmap.N), MARKERS[i % len(MARKERS)]) for i, v in enumerate(names)}
 
@@ -89,9 +90,9 @@ def title_of(suite: str, bucket: int, allb: list[int], model: str) -> str:
 
 def _lines(ax, g: pd.DataFrame, styles: Styles, x="r", y="score", complete_col="complete") -> None:
     g = g[g[x] != R.FIXED_BUDGET]  # fixed token budgets have no ratio to plot against
-    full = g[g["variant"] == R.FULL]
-    for v in R.order_variants(g["variant"]):
-        if v == R.FULL:
+    full = g[g["reference"]]
+    for v in R.order_variants(g):
+        if v in set(full["variant"]):
             continue
         d = g[g["variant"] == v].sort_values(x)
         color, marker = styles(v)
@@ -101,7 +102,7 @@ def _lines(ax, g: pd.DataFrame, styles: Styles, x="r", y="score", complete_col="
             ax.plot(inc[x], inc[y], linestyle="none", marker=marker, markerfacecolor="white", color=color)
     if len(full) and not math.isnan(float(full[y].iloc[0])):
         ax.axhline(float(full[y].iloc[0]), color="black", linestyle="--", linewidth=0.9, label="full cache")
-    rs = sorted(g.loc[g["variant"] != R.FULL, x].unique())
+    rs = sorted(g.loc[~g["reference"], x].unique())
     if rs:
         ax.set_xticks(rs)
         ax.set_xticklabels([R.fmt_r(r) for r in rs])
@@ -121,7 +122,7 @@ def _legend(fig, ax_or_axes, ncol=3) -> None:
 
 def score_figures(hc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
     for (model, suite, bucket), g in hc.groupby(R.TABLE_KEY, sort=True):
-        if not (g["variant"] != R.FULL).any():
+        if g["reference"].all():
             continue
         allb = sorted(hc.loc[(hc["model"] == model) & (hc["suite"] == suite), "length_bucket"].unique())
         nv = g["variant"].nunique()
@@ -136,7 +137,7 @@ def score_figures(hc: pd.DataFrame, styles: Styles, out: Path, written: list[Pat
 
 def task_figures(tc: pd.DataFrame, hc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
     for (model, suite, bucket), g in tc.groupby(R.TABLE_KEY, sort=True):
-        if not (g["variant"] != R.FULL).any():
+        if g["reference"].all():
             continue
         allb = sorted(hc.loc[(hc["model"] == model) & (hc["suite"] == suite), "length_bucket"].unique())
         tasks = R.task_order(suite, sorted(g["task"].unique()))
@@ -184,10 +185,10 @@ def niah_figures(prep: pd.DataFrame, styles: Styles, out: Path, written: list[Pa
     for (model, suite), g in p.groupby(["model", "suite"], sort=True):
         buckets = sorted(g["length_bucket"].unique())
         blabels = [R.bucket_label(suite, b, buckets) for b in buckets]
-        rs = sorted(g.loc[g["variant"] != R.FULL, "r"].unique())
+        rs = sorted(g.loc[~g["reference"], "r"].unique())
         for r in rs or [0.0]:
-            d = g[(g["r"] == r) | (g["variant"] == R.FULL)]
-            variants = R.order_variants(d["variant"])
+            d = g[(g["r"] == r) | g["reference"]]
+            variants = R.order_variants(d)
             ncols = min(3, len(variants))
             nrows = math.ceil(len(variants) / ncols)
             fig, axes = plt.subplots(nrows, ncols, figsize=(COL_W if ncols < 3 else TEXT_W * 0.75,
@@ -222,7 +223,7 @@ def niah_figures(prep: pd.DataFrame, styles: Styles, out: Path, written: list[Pa
 def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
     multi_dev = cc.groupby("model")["device"].nunique().to_dict()
     for (model, dev, suite, bucket), g in cc.groupby(["model", "device", "suite", "length_bucket"], sort=True):
-        if not (g["variant"] != R.FULL).any():
+        if g["reference"].all():
             continue
         allb = sorted(cc.loc[(cc["model"] == model) & (cc["suite"] == suite), "length_bucket"].unique())
         g = g.assign(kv_mib=g["kv_bytes_kept"] / 2**20)
@@ -247,7 +248,7 @@ def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path
 def build(paths: list[str], out: Path) -> list[Path]:
     df, prep, hc, tc, cc = R.load_prepared(paths)
     out.mkdir(parents=True, exist_ok=True)
-    styles = Styles(prep["variant"].unique())
+    styles = Styles(prep)
     written: list[Path] = []
     with plt.rc_context(STYLE):
         score_figures(hc, styles, out, written)

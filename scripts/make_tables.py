@@ -280,14 +280,15 @@ def headline_cell(c: pd.Series | None, paper=None, rankable=True) -> Cell:
                 ci=ci, paper=paper, rankable=rankable)
 
 
-def common_notes(hc: pd.DataFrame, ci: bool, paper_used: bool, has_full: bool) -> list[str]:
+def common_notes(hc: pd.DataFrame, ci: bool, paper_used: bool) -> list[str]:
     notes = []
-    if has_full:
-        notes.append("full: full-cache reference (independent of r), repeated in every column.")
+    refs = R.reference_labels(hc)
+    if refs:
+        notes.append(f"{', '.join(refs)}: full-cache reference (independent of r), repeated in every column.")
     notes.append("Bold: best compressed method per column (complete cells only).")
     inc = hc[~hc["complete"]]
     for _, c in inc.iterrows():
-        rr = "" if c["variant"] == R.FULL else f" r={R.fmt_r(c['r'])}"
+        rr = "" if c["reference"] else f" r={R.fmt_r(c['r'])}"
         notes.append(f"* {c['variant']}{rr}: incomplete, averaged over {c['n_tasks']} of "
                      f"{c['n_tasks_expected']} tasks (missing: {c['missing'].replace(',', ', ')}).")
     if ci:
@@ -301,8 +302,8 @@ def common_notes(hc: pd.DataFrame, ci: bool, paper_used: bool, has_full: bool) -
 def headline_note(suite: str, official: bool) -> str:
     if official:
         return f"Score: {SUITE_TITLE.get(suite, suite)} headline as defined by tasks.make_task({suite!r}).headline."
-    return (f"Score: unweighted mean of the task scores (FALLBACK: tasks.make_task({suite!r}) failed, so the "
-            "suite's official headline could not be used).")
+    return (f"Score: unweighted mean of the task scores (FALLBACK: the task registry knows no suite {suite!r}, "
+            "so its official headline could not be used).")
 
 
 def rcol(r: float) -> str:
@@ -310,19 +311,20 @@ def rcol(r: float) -> str:
 
 
 def column_rs(hc: pd.DataFrame) -> list[float]:
-    return sorted(hc.loc[hc["variant"] != R.FULL, "r"].unique()) or [0.0]
+    return sorted(hc.loc[~hc["reference"], "r"].unique()) or [0.0]
 
 
 def variant_cells(g: pd.DataFrame, v: str, rs: list, model: str, suite: str, bucket, paper: bool):
     """One method row of headline cells, one per ratio (the full cache repeats its single cell), and whether
     a paper number was shown in it."""
     gv = g[g["variant"] == v]
+    ref = bool(gv["reference"].any())
     cells, used = [], False
     for r in rs:
-        sel = gv if v == R.FULL else gv[gv["r"] == r]
-        pv = paper_value(model, suite, bucket, v, None if v == R.FULL else r) if paper else None
+        sel = gv if ref else gv[gv["r"] == r]
+        pv = paper_value(model, suite, bucket, v, None if ref else r) if paper else None
         used |= pv is not None
-        cells.append(headline_cell(sel.iloc[0] if len(sel) else None, pv, rankable=v != R.FULL))
+        cells.append(headline_cell(sel.iloc[0] if len(sel) else None, pv, rankable=not ref))
     return cells, used
 
 
@@ -337,12 +339,11 @@ def main_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
                   + f", {model}: score by compression ratio r",
                   label_cols=["method"], columns=[rcol(r) for r in rs])
         paper_used = False
-        for v in R.order_variants(g["variant"]):
+        for v in R.order_variants(g):
             cells, used = variant_cells(g, v, rs, model, suite, bucket, paper)
             paper_used |= used
             t.rows.append(((v,), cells))
-        t.notes = [headline_note(suite, bool(g["official"].all()))] + common_notes(
-            g, ci, paper_used, R.FULL in set(g["variant"]))
+        t.notes = [headline_note(suite, bool(g["official"].all()))] + common_notes(g, ci, paper_used)
         if str(model).endswith("]") and " [" in str(model):
             t.notes.append(f"[{str(model).split(' [', 1)[1]}: this model's runs differ in these settings; each "
                            "setting has its own tables, never averaged together.")
@@ -363,16 +364,17 @@ def task_tables(tc: pd.DataFrame, hc: pd.DataFrame, ci: bool) -> list[Table]:
                   title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
                   + f", {model}: per-task scores",
                   label_cols=["method"], columns=[TASK_ABBREV.get(x, x) for x in tasks] + ["Avg"])
-        variants = R.order_variants(g["variant"])
-        if R.FULL in variants:
+        variants = R.order_variants(g)
+        refs = R.reference_labels(g)
+        if refs:
             t.rows.append("full-cache reference")
-            t.rows.append(((R.FULL,), _task_row(g, h, R.FULL, 0.0, tasks, rankable=False)))
+            t.rows += [((v,), _task_row(g, h, v, 0.0, tasks, rankable=False)) for v in refs]
         for r in rs:
-            if r == 0.0 and R.FULL in variants and len(variants) == 1:
+            if r == 0.0 and len(refs) == len(variants):
                 break
             t.rows.append(f"r = {R.fmt_r(r)}")
             for v in variants:
-                if v != R.FULL:
+                if v not in refs:
                     t.rows.append(((v,), _task_row(g, h, v, r, tasks)))
         t.notes = [headline_note(suite, bool(h["official"].all()) if len(h) else False).replace(
             "Score:", "Avg:"),
@@ -427,17 +429,18 @@ def ablation_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
             allb = sorted(gm.loc[gm["suite"] == suite, "length_bucket"].unique())
             t.rows.append(f"{SUITE_TITLE.get(suite, suite)}"
                           + ("" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}"))
-            for v in ([R.FULL] if R.FULL in set(g["variant"]) else []) + names:
+            refs = R.reference_labels(g)
+            for v in refs + names:
                 cells, used = variant_cells(g, v, rs, model, suite, bucket, paper)
                 paper_used |= used
-                t.rows.append(((v, "full cache" if v == R.FULL else desc[v]), cells))
-            sub.append(g[g["variant"].isin(names + [R.FULL])])
+                t.rows.append(((v, "full cache" if v in refs else desc[v]), cells))
+            sub.append(g[g["variant"].isin(names) | g["reference"]])
         s = pd.concat(sub)
         fallback = sorted(set(s.loc[~s["official"].astype(bool), "suite"]))
         t.notes = ["Score: each block's suite headline (tasks.make_task(suite).headline)." if not fallback else
                    "Score: each block's suite headline; FALLBACK unweighted mean of the task scores for "
-                   + ", ".join(fallback) + " (tasks.make_task failed)."]
-        t.notes += common_notes(s, ci, paper_used, R.FULL in set(s["variant"]))
+                   + ", ".join(fallback) + " (suites the task registry does not know)."]
+        t.notes += common_notes(s, ci, paper_used)
         t.notes.append("Variants: nestedkv = three-scale score + adaptive budget; nestedkv_uniform = uniform "
                        "budget; keydiff_adaptive = KeyDiff score + adaptive budget; keydiff = neither.")
         finish(t)
@@ -460,11 +463,11 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
             allb = sorted(gm.loc[gm["suite"] == suite, "length_bucket"].unique())
             t.rows.append(", ".join(x for x in (SUITE_TITLE.get(suite, suite) + (
                 "" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}"), dev) if x))
-            for v in R.order_variants(g["variant"]):
+            for v in R.order_variants(g):
                 for _, c in g[g["variant"] == v].sort_values("r").iterrows():
                     def fx(x, d, scale=1.0):
                         return DASH if math.isnan(x) else f"{x * scale:.{d}f}"
-                    t.rows.append(((v, DASH if v == R.FULL else R.fmt_r(c["r"])), [Cell(text=s) for s in (
+                    t.rows.append(((v, DASH if c["reference"] else R.fmt_r(c["r"])), [Cell(text=s) for s in (
                         str(c["n"]), fx(c["prefill_s"], 3), fx(c["scoring_share"], 2, 100),
                         fx(c["decode_ms_per_token"], 2), _mib(c["kv_bytes_kept"]), fx(c["kept_fraction"], 1, 100),
                         fx(c["peak_mem_bytes"], 2, 2.0**-30))]))
@@ -502,13 +505,13 @@ def build(paths: list[str], out: Path, ci: bool = False, paper: bool = False) ->
     write("cells.csv", _long_csv(hc))
     write("task_cells.csv", _long_csv(tc))
     write("variants.csv", R.variants(df).to_csv(index=False, lineterminator="\n"))
-    summ = R.summary(df, ci=False)
+    summ = R.as_summary(hc)
     write("summary.txt", R.format_summary(summ) + "\n")
     return written
 
 
 def _long_csv(d: pd.DataFrame) -> str:
-    d = d.copy()
+    d = R.public(d)
     d["length_bucket"] = d["length_bucket"].map(lambda b: "" if b == R.NO_BUCKET else str(b))
     d["r"] = d["r"].map(lambda r: f"{r:.4f}")
     for c in ("score", "ci_lo", "ci_hi"):

@@ -43,11 +43,10 @@ def run_grid(out_dir: str, models: list[str], lengths: list[int], n_samples: int
 
 
 def table(rows_dir: list[str]) -> tuple[list[dict], str]:
-    df = load_results(rows_dir)
-    df = df[df["method"] == "full"].copy()
+    df = load_results(rows_dir)  # one row per configuration and sample (harness/rows.py)
+    df = df[df["reference"]].copy()
     if df.empty:
         raise SystemExit(f"no full-cache rows under {rows_dir}")
-    df = df.sort_values("created_at").drop_duplicates(["run_id", "sample_id"], keep="last")
     out = []
     for (model, length), g in df.groupby(["model", "length_bucket"]):
         per_task = g.groupby("task")["score"].agg(["mean", "count"])

@@ -59,7 +59,6 @@ GRID = [
 ]
 KEY = ["method", "r", "task", "sample_id"]
 COLUMNS = KEY + ["score", "prediction"]
-FULL = "full"
 EPS = 1e-9  # float slack on top of the tolerance (means of the same scores are equal bit for bit anyway)
 
 
@@ -76,11 +75,14 @@ def unescape(text: str) -> str:
 
 
 def to_baseline(rows: pd.DataFrame) -> pd.DataFrame:
-    """Result rows (``harness.run.run``) -> the baseline frame: KEY + score + prediction, sorted, full r = 0."""
+    """Result rows (``harness.run.run``) -> the baseline frame: KEY + score + prediction, sorted; the full-cache
+    reference (``harness.rows.reference``, the rule the engine and the tables use) has r = 0."""
+    from harness.rows import reference
+
     df = rows[COLUMNS].copy()
     df["method"] = df["method"].astype(str)
     df["r"] = pd.to_numeric(df["r"], errors="coerce").astype(float).round(6)
-    df.loc[df["method"] == FULL, "r"] = 0.0
+    df.loc[reference(rows), "r"] = 0.0
     df["task"] = df["task"].astype(str)
     df["sample_id"] = df["sample_id"].astype(str)
     df["score"] = pd.to_numeric(df["score"], errors="coerce").astype(float)

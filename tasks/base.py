@@ -26,6 +26,9 @@ class Task:
     """
 
     suite: ClassVar[str] = ""
+    # labels of length_bucket values in summaries, tables and figures (LongBench-E: {0: "0-4k", ...}); read from
+    # the class by ``tasks.bucket_names`` (never by constructing the suite)
+    bucket_names: ClassVar[dict[int, str]] = {}
 
     def __init__(self, **params: Any):
         self.params = params
@@ -60,11 +63,14 @@ class Task:
         columns (SQuAD's exact match next to its F1). Default: none."""
         return {}
 
-    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+    @staticmethod
+    def headline(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
         """The suite's headline number from per-sub-task scores (default: unweighted mean).
 
-        ``counts`` (sub-task -> samples behind its score) is what the tables pass to a headline that takes it;
-        suites whose official number weights samples (MMLU-Pro) use it, others may leave it out.
+        A staticmethod: the tables read it from the class (``tasks.headline_rule``) without constructing the
+        suite, whose constructor may need parameters; ``register`` refuses a suite whose ``headline`` is not one.
+        ``counts`` (sub-task -> samples behind its score) is what the tables pass; suites whose official number
+        weights samples (MMLU, MMLU-Pro) use it, others ignore it.
         """
         return sum(task_scores.values()) / max(1, len(task_scores))
 

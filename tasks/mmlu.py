@@ -239,7 +239,8 @@ class MMLU(Task):
     def score(self, record: Record, prediction: str) -> float:
         return 100.0 if extract_answer(prediction) == record.answers[0] else 0.0
 
-    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+    @staticmethod
+    def headline(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
         """Accuracy over every question of the cell (the official ``weighted_acc``): subjects weighted by their
         question counts when the tables pass them, else the plain mean of subjects."""
         if not task_scores:

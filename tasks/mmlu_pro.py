@@ -308,7 +308,8 @@ class MMLUPro(Task):
             return 0.0
         return 100.0 if record.extra["guess_index"] == int(record.extra["answer_index"]) else 0.0
 
-    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+    @staticmethod
+    def headline(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
         """Overall accuracy, as the official script reports it (correct / answered over all categories).
 
         ``counts``: rows per category in the cell (the tables pass them); each category's score weighs its

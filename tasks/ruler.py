@@ -677,8 +677,9 @@ class Ruler(Task):
             raise KeyError(f"ruler: unknown metric {record.metric!r}; known: {', '.join(METRICS)}")
         return 100.0 * fn(prediction, list(record.answers))
 
-    def headline(self, task_scores: dict[str, float]) -> float:
-        """Unweighted mean of the tasks that ran."""
+    @staticmethod
+    def headline(task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+        """Unweighted mean of the tasks that ran (``counts`` unused)."""
         return sum(task_scores.values()) / max(1, len(task_scores))
 
     def max_length(self) -> int | None:

@@ -161,6 +161,3 @@ class SquadMQ(Task):
     def extra_scores(self, record: Record, prediction: str) -> dict[str, float]:
         return {"em": 100.0 * exact_match(prediction, list(record.answers))}
 
-    def headline(self, task_scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
-        """F1 over all questions (one sub-task)."""
-        return sum(task_scores.values()) / max(1, len(task_scores))

@@ -487,7 +487,8 @@ def test_longbench_e_bucket_labels_agree_in_summary_and_tables():
         assert [R.bucket_label("longbench_e", b, buckets) for b in (0, 4000, 8000)] == ["0-4k", "4-8k", "8k+"]
     assert R.bucket_label("ruler", 4096, []) == "4k" and R.bucket_label("longbench", R.NO_BUCKET, []) == "all"
     summ = pd.DataFrame({"model": "m", "suite": "longbench_e", "length_bucket": pd.array([0, 4000, 8000], "Int64"),
-                         "method": "full", "r": 0.0, "score": [1.0, 2.0, 3.0], "n": 1, "complete": True})
+                         "method": "full", "r": 0.0, "score": [1.0, 2.0, 3.0], "n": 1, "complete": True,
+                         "reference": True})
     text = R.format_summary(summ)
     assert "longbench_e 0-4k" in text and "longbench_e 4-8k" in text and "longbench_e 8k+" in text
 

@@ -272,7 +272,6 @@ def test_summary_weights_by_the_rows_present():
     df = pd.DataFrame([dict(run_id="x", created_at="2026-01-01T00:00:00Z", model="m", suite="mmlu_pro", task=t,
                             method="full", r=0.0, sample_id=f"{t}/{i}", score=s, metric="accuracy")
                        for t, i, s in rows])
-    R.clear_headline_cache()
     s = R.summary(df)
     assert s["score"].tolist() == [pytest.approx(25.0)] and s["n"].tolist() == [4]
     assert "25.00 (4)" in R.format_summary(s)

@@ -46,13 +46,6 @@ def write(rows, folder: Path, name="part-000.parquet") -> Path:
     return p
 
 
-@pytest.fixture(autouse=True)
-def _fresh_headlines():
-    R.clear_headline_cache()
-    yield
-    R.clear_headline_cache()
-
-
 def grid_rows():
     """A small complete grid: tasks a (2 samples), b (4 samples); full + two methods at r in {0.25, 0.5}."""
     rows = []
@@ -88,12 +81,16 @@ def test_summary_numbers_hand_checked(tmp_path):
     assert "75.00 (6)" in text and "62.50 (6)" in text
 
 
-def test_headline_uses_task_registry_and_falls_back(tmp_path, monkeypatch):
+def test_headline_uses_task_registry_never_constructing_and_warns_for_unknown_suites(tmp_path, monkeypatch, capsys):
     import tasks
     from tasks.base import Task
 
     class MaxSuite(Task):
-        def headline(self, task_scores):
+        def __init__(self, length):  # a constructor that needs a parameter: the tables must not call it
+            raise AssertionError("constructed")
+
+        @staticmethod
+        def headline(task_scores, counts=None):
             return max(task_scores.values())
 
     monkeypatch.setitem(tasks.SUITES, "maxsuite", MaxSuite)
@@ -101,12 +98,14 @@ def test_headline_uses_task_registry_and_falls_back(tmp_path, monkeypatch):
             row("keydiff", 0.5, "a", 0, 20, suite="nosuchsuite"), row("keydiff", 0.5, "b", 0, 80,
                                                                             suite="nosuchsuite")]
     write(rows, tmp_path / "res")
-    s = R.summary(R.load_results(tmp_path / "res")).set_index("suite")
-    assert s.loc["maxsuite", "score"] == 80 and bool(s.loc["maxsuite", "official"])
+    with pytest.warns(UserWarning, match="unknown suite 'nosuchsuite'.*unweighted mean"):
+        s = R.summary(R.load_results(tmp_path / "res")).set_index("suite")
+    assert s.loc["maxsuite", "score"] == 80 and bool(s.loc["maxsuite", "official"])  # max(20, 80), not the mean
     assert s.loc["nosuchsuite", "score"] == 50 and not bool(s.loc["nosuchsuite", "official"])
     make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    assert "warning: unknown suite 'nosuchsuite'" in capsys.readouterr().err  # said once, on stderr
     md = (tmp_path / "out" / "nosuchsuite_4k_Qwen3-4B.md").read_text()
-    assert "FALLBACK" in md and "unweighted mean" in md
+    assert "FALLBACK" in md and "unweighted mean" in md and "knows no suite 'nosuchsuite'" in md
     assert "FALLBACK" not in (tmp_path / "out" / "maxsuite_4k_Qwen3-4B.md").read_text()
 
 
@@ -121,7 +120,8 @@ def test_longbench_headline_is_mean_of_category_means(tmp_path):
 
 
 def test_full_rows_are_the_reference_whatever_their_r(tmp_path):
-    rows = [row("full", r, "a", i, s) for r in (0.0, 0.25, 0.5) for i, s in enumerate([100, 0, 100])]
+    rows = [row("full", r, "a", i, s, config_json=_cfg(method="full", method_class="full", r=r))
+            for r in (0.0, 0.25, 0.5) for i, s in enumerate([100, 0, 100])]
     rows += [row("keydiff", 0.5, "a", i, 0) for i in range(3)]
     write(rows, tmp_path / "res")
     s = R.summary(R.load_results(tmp_path / "res"))
@@ -350,17 +350,24 @@ def test_settings_that_differ_only_between_tables_do_not_relabel(tmp_path):
     assert set(R.summary(R.load_results(tmp_path / "res"))["model"]) == {"Qwen3-4B"}
 
 
-def test_full_reference_repeated_per_r_is_silent_but_other_repeats_name_the_setting(tmp_path):
-    rows = [row("full", r, "a", 0, 100, run_id=f"f{r}", config_json=_cfg(method="full", r=r)) for r in (0.25, 0.5)]
+def test_full_reference_repeated_per_r_is_one_configuration_but_other_configurations_stay_apart(tmp_path):
+    """Older versions wrote the reference once per r: one configuration (its identity ignores budgets), so one
+    row per sample, the newest. Two configurations that the labels do not tell apart (method_class differs)
+    are never reduced to one: each keeps its row, and its label names the difference."""
+    rows = [row("full", r, "a", 0, s, run_id=f"f{r}", config_json=_cfg(method="full", r=r), created_at=t)
+            for r, s, t in ((0.25, 0, "2025-01-01T00:00:00Z"), (0.5, 100, "2025-02-01T00:00:00Z"))]
     rows += [row("keydiff", 0.5, "a", 0, 10, run_id="old", config_json=_cfg(method_class="KeyDiff"),
                  created_at="2025-01-01T00:00:00Z"),
              row("keydiff", 0.5, "a", 0, 90, run_id="new", config_json=_cfg(method_class="KeyDiff2"),
                  created_at="2025-02-01T00:00:00Z")]
     write(rows, tmp_path / "res")
-    with pytest.warns(UserWarning, match=r"differ in: method_class; kept the newest") as rec:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing dropped, nothing to warn about
         prep = R.prepare(R.load_results(tmp_path / "res"))
-    assert len(rec) == 1  # the full rows repeated per r say nothing
-    assert prep.loc[prep["method"] == "keydiff", "score"].tolist() == [90]
+    full = prep[prep["reference"]]
+    assert full[["variant", "r", "score"]].values.tolist() == [["full", 0.0, 100.0]]  # the newest of the two
+    kd = prep[~prep["reference"]].set_index("variant")["score"].to_dict()
+    assert kd == {"keydiff[method_class=KeyDiff]": 10.0, "keydiff[method_class=KeyDiff2]": 90.0}
 
 
 def test_safeguards_get_their_own_variant(tmp_path):
