@@ -67,7 +67,8 @@ TASK_ABBREV = {
     "passage_retrieval_en": "PRe", "passage_retrieval_zh": "PRz", "lcc": "LCC", "repobench-p": "RB-P",
 }
 SUITE_TITLE = {"ruler": "RULER", "longbench": "LongBench", "longbench_e": "LongBench-E", "loogle": "LooGLE",
-               "infinitebench": "InfiniteBench", "mmlu_pro": "MMLU-Pro"}
+               "infinitebench": "InfiniteBench", "mmlu_pro": "MMLU-Pro", "mmlu": "MMLU",
+               "squad_mq": "SQuAD multi-query"}
 
 
 # ============================================================================================ table model
@@ -483,11 +484,48 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
     return tables
 
 
+def multiquery_tables(prep: pd.DataFrame) -> list[Table]:
+    """Shared-context multi-query suites (rows with ``query_index``, docs/tasks/squad_mq.md): per method and r,
+    the mean score of the first question of each context, of the later ones, their gap, and the per-context
+    mean; query-agnostic and query-aware variants side by side (the variant label says which)."""
+    if "query_index" not in prep:
+        return []
+    mq = prep[pd.to_numeric(prep["query_index"], errors="coerce").notna()].copy()
+    tables = []
+    for (model, suite, bucket), g in mq.groupby(R.TABLE_KEY, sort=True):
+        allb = sorted(mq.loc[(mq["model"] == model) & (mq["suite"] == suite), "length_bucket"].unique())
+        bl = R.bucket_label(suite, bucket, allb)
+        t = Table(name=R.slug(f"multiquery_{suite}_{bl}_{model}"),
+                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  + f", {model}: first question vs later questions of one compressed cache",
+                  label_cols=["method", "r"],
+                  columns=["contexts", "per-context mean", "first question", "later questions", "gap"],
+                  mark_best=False, show_n=False)
+        for v in R.order_variants(g):
+            gv = g[g["variant"] == v]
+            for r, gr in gv.groupby("r", sort=True):
+                first = gr[gr["query_index"].astype(int) == 0]["score"].mean()
+                later = gr[gr["query_index"].astype(int) > 0]["score"].mean()
+                per_ctx = gr.groupby("context_id")["score"].mean()
+                ref = bool(gr["reference"].iloc[0])
+                t.rows.append(((v, DASH if ref else R.fmt_r(r)), [Cell(text=x) for x in (
+                    str(len(per_ctx)), *(DASH if math.isnan(x) else _f(x) for x in (
+                        per_ctx.mean(), first, later, first - later)))]))
+        t.notes = ["Score: the suite's per-question metric (squad_mq: SQuAD F1, 0-100). first question: "
+                   "query_index 0 of each context; later questions: the others; gap = first - later. "
+                   "per-context mean: the mean over contexts of each context's mean score. Query-agnostic rows "
+                   "compress each context once without a question; (query-aware) rows compress it once with the "
+                   "first question in view and answer every question from that cache."]
+        finish(t)
+        tables.append(t)
+    return tables
+
+
 # ============================================================================================ main
 def build(paths: list[str], out: Path, ci: bool = False, paper: bool = False) -> list[Path]:
     df, prep, hc, tc, cc = R.load_prepared(paths, ci=ci)
     tables = main_tables(hc, ci, paper) + task_tables(tc, hc, ci) + ablation_tables(hc, ci, paper) + \
-        cost_tables(cc)
+        multiquery_tables(prep) + cost_tables(cc)
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
