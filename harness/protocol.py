@@ -186,6 +186,16 @@ def eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def generation_stats(timing: dict, b: int) -> dict:
+    """A row's generation columns from ``decode``'s ``timing`` (docs/protocol.md, "Result rows"): ``ttft_s`` (the
+    batch's first step: question part + first token, over the compressed cache), ``decode_tokens_per_s`` (the
+    row's steps after the first per second of them; NaN with fewer than two steps), ``hit_limit`` (it stopped at
+    ``max_new_tokens``, not on EOS or a stop string)."""
+    first, steps, row_s = float(timing["first_token_s"]), int(timing["steps"][b]), float(timing["row_s"][b])
+    rate = (steps - 1) / (row_s - first) if steps >= 2 and row_s > first else float("nan")
+    return {"ttft_s": first, "decode_tokens_per_s": float(rate), "hit_limit": not bool(timing["ended"][b])}
+
+
 @torch.no_grad()
 def decode(
     model,
@@ -196,6 +206,7 @@ def decode(
     stop_strings: list[str] | None = None,
     rules: list[DecodeRule | None] | None = None,
     eos: set[int] | None = None,
+    timing: dict | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
@@ -203,7 +214,10 @@ def decode(
     None (keep rows with rules in batches of their own: they use an explicit softmax). ``eos``: the token ids
     that end a row (None: the model's and tokenizer's EOS; an empty set decodes exactly ``max_new_tokens``, for
     timing). Returns (predictions,
-    generated token counts, seconds)."""
+    generated token counts, seconds). ``timing``, when given, is filled with ``first_token_s`` (the first step:
+    the question part and the first generated token), per row ``row_s`` (seconds until the row ended), ``steps``
+    (its forward steps, the ending EOS included) and ``ended`` (True: EOS or a stop string; False: it ran to
+    ``max_new_tokens``); ``generation_stats`` turns them into a row's columns."""
     device = next(model.parameters()).device
     ev = None
     if rules and any(rule is not None for rule in rules):
@@ -220,6 +234,7 @@ def decode(
     _sync_all(model)
     t0 = time.perf_counter()
     alive = list(range(bsz))  # the original row of each batch row still decoding
+    first_s, row_s, steps = None, [None] * bsz, [0] * bsz
     with attention.masking(state):
         inputs = q
         for _ in range(max_new_tokens):
@@ -232,6 +247,7 @@ def decode(
                 b = alive[j]
                 if done[b]:
                     continue
+                steps[b] += 1
                 if tok in eos:
                     done[b] = True
                     continue
@@ -240,6 +256,9 @@ def decode(
                     texts[b] = tokenizer.decode(generated[b], skip_special_tokens=True)
                     if any(s in texts[b] for s in stops):
                         done[b] = True
+            now = time.perf_counter() - t0  # nxt.tolist() waited for the step
+            first_s = now if first_s is None else first_s
+            row_s = [now if d and t is None else t for d, t in zip(done, row_s)]
             if all(done):
                 break
             inputs = nxt[:, None]
@@ -252,6 +271,9 @@ def decode(
                 alive = [alive[j] for j in keep]
     _sync_all(model)
     seconds = time.perf_counter() - t0
+    if timing is not None:
+        timing.update(first_token_s=first_s if first_s is not None else seconds, steps=steps, ended=list(done),
+                      row_s=[seconds if t is None else t for t in row_s])
     preds = []
     for b in range(bsz):
         text = tokenizer.decode(generated[b], skip_special_tokens=True)

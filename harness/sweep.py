@@ -23,8 +23,8 @@ from harness.cache import compress, full_cache_bytes
 from tasks.chat import chat_kwargs, kwargs_json, strip_thinking
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import (
-    compressed_layers, decode, decode_rule, encode_context, encode_question, has_decode_rule, kept_budget, num_layers,
-    prefill, rotary_module, select_positions,
+    compressed_layers, decode, decode_rule, encode_context, encode_question, generation_stats, has_decode_rule,
+    kept_budget, num_layers, prefill, rotary_module, select_positions,
 )
 from tasks.records import Record
 from methods.base import Method
@@ -221,21 +221,23 @@ class SweepRunner:
                 for c, rule in zip(batch, rules)
             ]
             reset_peak(self.devices)
+            timing: dict = {}
             preds, n_gen, decode_s = decode(
                 self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
-                rules,
+                rules, timing=timing,
             )
             peak = max(peak_bytes(self.devices), prefill_peak)
-            for cell, ctx, pred, ng in zip(batch, ctxs, preds, n_gen):
+            for b, (cell, ctx, pred, ng) in enumerate(zip(batch, ctxs, preds, n_gen)):
                 rows.append(
                     self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], n, full_bytes, prefill_s,
-                             seconds, decode_s / len(batch), len(batch), peak)
+                             seconds, decode_s / len(batch), len(batch), peak, generation_stats(timing, b))
                 )
             del ctxs
             self._report(len(batch), f"decoded {len(rows)}/{len(cells)} configurations")
         return rows
 
-    def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak) -> dict:
+    def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak,
+            gen: dict | None = None) -> dict:
         scored = strip_thinking(pred)  # <think>...</think> never reaches the metric; the raw prediction is kept
         score = float(self.score(rec, scored)) if self.score else float("nan")
         row = {
@@ -265,6 +267,11 @@ class SweepRunner:
             "kv_bytes_full": int(full_bytes),
             "kv_bytes_kept": int(ctx.kv_bytes),
             "n_generated_tokens": int(n_gen),
+            # generation: ttft_s (question part + first token over the compressed cache), decode_tokens_per_s,
+            # hit_limit (ran to max_new_tokens), from decode's timing (protocol.generation_stats)
+            "ttft_s": float((gen or {}).get("ttft_s", float("nan"))),
+            "decode_tokens_per_s": float((gen or {}).get("decode_tokens_per_s", float("nan"))),
+            "hit_limit": bool((gen or {}).get("hit_limit", int(n_gen) >= rec.max_new_tokens)),
             "prediction": pred,
             "prediction_scored": scored,  # what the metric saw: the prediction without thinking text
             "chat_template_kwargs": kwargs_json(chat_kwargs(self.tokenizer)),  # e.g. {"enable_thinking": false}
