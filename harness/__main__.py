@@ -14,12 +14,16 @@ from harness.configs import CONF_DIR
 # the app is started as the ``kvbench`` console script, which only exists when run from the repository root.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.method_configs import keep_overrides
     from harness.models import ModelFilesError
     from harness.plan import UsageError
     from harness.results import ResultsError
     from harness.run import run
     from tasks.base import DataMissing
 
+    keep_overrides(cfg, HydraConfig.get().overrides.task)  # this job's: method.* reach every member of methods=[...]
     try:
         run(cfg)
     except (UsageError, ResultsError, DataMissing, ModelFilesError) as exc:

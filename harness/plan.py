@@ -16,6 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from harness.method_configs import (
+    MethodConfigError, compose_method, job_overrides, member_configs, method_config_names, method_params,
+)
 from harness.models import CONF_DIR, ModelSpec, check_model, context_window, model_names, model_spec
 from harness.sweep import Cell
 from methods import available, make_method
@@ -48,8 +51,9 @@ def _unknown_key(key: str) -> UsageError:
 
 
 def check_keys(cfg) -> None:
-    """Refuse top-level keys the harness does not read (``+n_sample=3`` would otherwise be ignored)."""
-    valid = set(config_keys())
+    """Refuse top-level keys the harness does not read (``+n_sample=3`` would otherwise be ignored). ``hydra``
+    holds the overrides the config was composed with (harness.method_configs.keep_overrides)."""
+    valid = {*config_keys(), "hydra"}
     for key in cfg:
         if key not in valid:
             raise _unknown_key(key)
@@ -79,19 +83,29 @@ def _not_empty(cfg, key: str, hint: str) -> None:
         raise UsageError(f"{key}=[] is empty; {hint}")
 
 
-def method_config_names() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
-
-
 def task_config_names() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
 
 
-def load_method_config(name: str) -> DictConfig:
-    path = CONF_DIR / "method" / f"{name}.yaml"
-    if not path.exists():
-        raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(method_config_names())}")
-    return OmegaConf.load(path)
+def load_method_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """``conf/method/<name>.yaml`` as Hydra composes ``method=<name>`` (``defaults:`` applied), with ``method.*``
+    overrides (harness.method_configs)."""
+    try:
+        return compose_method(name, overrides)
+    except MethodConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def run_method_configs(cfg) -> list[DictConfig]:
+    """The method configs a run sweeps: ``cfg.method`` as Hydra composed it, or each member of ``methods=[...]``
+    composed the same way with the job's ``method.*`` overrides (harness.method_configs.member_configs)."""
+    names = [str(n) for n in _as_list(cfg.get("methods"))]
+    if not names:
+        return [cfg.method]
+    try:
+        return member_configs(names, job_overrides(cfg))
+    except MethodConfigError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def load_task_config(name: str) -> DictConfig:
@@ -101,15 +115,22 @@ def load_task_config(name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
+METHOD_KEYS = ("name", "method", "budget_policy", "safeguard", "params")
+
+
 def build_method(mcfg) -> tuple[str, Any, str, float]:
     """(label, Method, default policy, safeguard) from a method config."""
     mcfg = OmegaConf.create(mcfg) if not OmegaConf.is_config(mcfg) else mcfg
+    extra = [k for k in mcfg if k not in METHOD_KEYS]
+    if extra:
+        raise UsageError(f"method config {mcfg.get('name')!r} has no key {extra[0]!r}; its keys: "
+                         f"{', '.join(METHOD_KEYS)} (a method's parameters: method.params.<name>=...)")
     cls = mcfg.get("method", mcfg.get("name"))
     if cls not in available():
         raise UsageError(f"unknown method class {cls!r} in method config {mcfg.get('name')!r}; available: {', '.join(available())}")
     params = mcfg.get("params")
     params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
-    accepted = _method_params(cls)
+    accepted = method_params(cls)
     unknown = [k for k in params if accepted is not None and k not in accepted]
     if unknown:
         raise UsageError(f"method {mcfg.get('name')!r} has no parameter {unknown[0]!r}; its parameters: "
@@ -119,18 +140,6 @@ def build_method(mcfg) -> tuple[str, Any, str, float]:
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad parameters for method {mcfg.get('name')!r}: {exc}") from exc
     return mcfg.get("name", cls), method, mcfg.get("budget_policy", "uniform"), float(mcfg.get("safeguard", 0.2))
-
-
-def _method_params(cls_name: str) -> list[str] | None:
-    """The parameters a method class accepts (its dataclass fields), or None when it is not a dataclass."""
-    import dataclasses
-
-    from methods import METHODS
-
-    cls = METHODS[cls_name]
-    if not dataclasses.is_dataclass(cls):
-        return None
-    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def ratios(cfg) -> list[float | None]:
@@ -162,8 +171,7 @@ def build_cells(cfg) -> list[Cell]:
     _not_empty(cfg, "r", "give a ratio in [0, 1) or a list of them (r=0.75 keeps 25 %)")
     _not_empty(cfg, "budget_tokens", "give a positive integer or a list of them, or leave it unset (null) to use r")
     _not_empty(cfg, "query_aware", "give true, false or [false, true]")
-    names = _as_list(cfg.get("methods"))
-    mcfgs = [load_method_config(n) for n in names] if names else [cfg.method]
+    mcfgs = run_method_configs(cfg)
     bs = budgets(cfg)
     rs = [] if bs else ratios(cfg)  # an absolute budget replaces r (whose default is 0.5)
     if not rs and not bs:

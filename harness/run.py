@@ -171,7 +171,9 @@ def _compute(pending, counted, cells, runner, done: DoneIndex, writer: ResultWri
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:
-    """``model=<hub id or local dir>`` -> ``model=custom model.path=<it>`` (``model`` is otherwise a config group)."""
+    """``model=<hub id or local dir>`` -> ``model=custom model.path=<it>`` (``model`` is otherwise a config group);
+    ``method.<key>=v`` -> ``++method.<key>=v`` (harness.method_configs.force_add: the plan checks the key)."""
+    from harness.method_configs import force_add
     from harness.models import model_names
 
     out = []
@@ -181,15 +183,19 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
             out += ["model=custom", f"model.path={value}"]
         else:
             out.append(o)
-    return out
+    return force_add(out)
 
 
 def compose(overrides: list[str] | None = None):
-    """The resolved config for CLI-style overrides, without running (scripts and tests use it)."""
+    """The resolved config for CLI-style overrides, without running (scripts and tests use it). It keeps the
+    overrides as ``hydra.overrides.task``, as ``python -m harness`` does, so that ``method.*`` overrides reach every
+    member of ``methods=[...]`` (harness.method_configs)."""
     from hydra import compose as _compose
     from hydra import initialize_config_dir
 
+    from harness.method_configs import keep_overrides
     from harness.models import CONF_DIR
 
+    overrides = normalize_overrides(list(overrides or []))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name="config", overrides=normalize_overrides(list(overrides or [])))
+        return keep_overrides(_compose(config_name="config", overrides=overrides), overrides)

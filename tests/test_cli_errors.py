@@ -68,6 +68,9 @@ def _bad_config_json(tmp_path: Path) -> str:
          "bad parameters for method 'snapkv': window_size must be >= 1, got -3"),
         (lambda t: ["method=snapkv", "+method.params.windowsize=3"],
          "method 'snapkv' has no parameter 'windowsize'; its parameters: window_size, kernel_size"),
+        (lambda t: ["methods=[nestedkv,keydiff]", "method.params.windw=32"],
+         "method.params.windw=32: no method of methods=[nestedkv, keydiff] has a parameter 'windw'; their parameters: "
+         "nestedkv: window, "),
         (lambda t: ["attn_impl=flash_attention_2"], "attn_impl=flash_attention_2 needs the flash-attn package"),
         (lambda t: ["device=cuda:99"], "device=cuda:99"),
         (lambda t: ["model=/nonexistent/path"], "model path '/nonexistent/path' does not exist"),
@@ -75,7 +78,8 @@ def _bad_config_json(tmp_path: Path) -> str:
         (lambda t: [f"model={_bad_config_json(t)}"], "is not a model transformers can load"),
     ],
     ids=["output_dir-under-a-file", "output_dir-is-a-file", "output_dir-empty", "multirun-output_dir-empty",
-         "plus-unknown-key", "unknown-key", "methods-empty", "method-param-value", "method-param-name", "flash-attn",
+         "plus-unknown-key", "unknown-key", "methods-empty", "method-param-value", "method-param-name",
+         "methods-param-name", "flash-attn",
          "cuda-index", "model-missing-path", "model-dir-not-a-model", "model-dir-bad-config"],
 )
 def test_bad_input_is_one_line_before_the_model_loads(tmp_path, overrides, message):

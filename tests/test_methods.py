@@ -57,11 +57,13 @@ def naive_attention(q, k, scaling):
 
 def test_registry_and_configs_instantiate():
     assert {"h2o", "snapkv", "nestedkv", "keydiff", "streamingllm", "full"} <= set(available())
+    from harness.plan import load_method_config
+
     names = {}
     for path in sorted(glob.glob("conf/method/*.yaml")):
         with open(path) as fh:
             assert fh.readline().startswith("# "), f"{path}: first line must be a one-line comment"
-        cfg = OmegaConf.to_container(OmegaConf.load(path))
+        cfg = OmegaConf.to_container(load_method_config(path.rsplit("/", 1)[-1].removesuffix(".yaml")))  # defaults: too
         assert cfg["budget_policy"] in ("uniform", "adaptive")
         method = make_method(cfg["method"], **cfg["params"])
         names[cfg["name"]] = (cfg, method)

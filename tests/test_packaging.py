@@ -62,3 +62,17 @@ def test_installed_console_script_runs_from_another_folder(wheel, tmp_path):
     out = subprocess.run([sys.executable, str(script), "method=keydiff", "task=ruler_1k", "--cfg", "job"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "name: keydiff" in out.stdout, out.stderr[-3000:]
+    # a variant inherits its parent (Hydra defaults:) from the wheel's configs, on both paths: method=<variant>
+    # and a member of methods=[...] (harness.method_configs composes it from harness/conf)
+    out = subprocess.run([sys.executable, str(script), "method=nestedkv_uniform", "task=ruler_1k", "--cfg", "job"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "name: nestedkv_uniform" in out.stdout and "budget_policy: uniform" in out.stdout
+    assert "window: 64" in out.stdout and "sinks_in_stats: true" in out.stdout  # from conf/method/nestedkv.yaml
+    code = ("import harness.configs as c; from harness.plan import build_cells; from harness.run import compose; "
+            "print(c.CONF_DIR); cells = build_cells(compose(['methods=[nestedkv_uniform,keydiff]', "
+            "'method.params.window=32'])); print([(x.label, x.method.params().get('window')) for x in cells])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == [str(target / "harness" / "conf"),
+                                       "[('nestedkv_uniform', 32), ('keydiff', None)]"]
