@@ -57,6 +57,14 @@ class StreamingLLM(Method):
     def protected(self, n: int, n_kept: int) -> tuple[int, int]:
         return (min(self.n_sink, n_kept), 0)
 
+    def params(self) -> dict:
+        """As recorded in rows; ``decode_window`` only when on, so the run ids of prefill-only StreamingLLM
+        configurations are those they had before the streaming form existed."""
+        out = super().params()
+        if not out.get("decode_window"):
+            out.pop("decode_window", None)
+        return out
+
     def decode_rule(self, n: int, n_kept: int) -> StreamingWindow | None:
         if not self.decode_window:
             return None

@@ -25,6 +25,7 @@ VARIANTS = {  # variant -> (parent, the only lines it changes)
     "snapkv_paper": ("snapkv", {"params": {"window_size": 32, "kernel_size": 7, "pooling": "max"}}),
     "streamingllm_rerotate": ("streamingllm", {"params": {"rerotate": True}}),
     "h2o_online": ("h2o", {"params": {"decode_eviction": True}}),
+    "streamingllm_online": ("streamingllm", {"params": {"decode_window": True}}),
     "expected_attention_adaptive": ("expected_attention", {"budget_policy": "adaptive", "params": {"epsilon": 0.01}}),
 }
 
