@@ -15,7 +15,7 @@ from harness.configs import CONF_DIR
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness.models import ModelFilesError
-    from harness.plan import UsageError
+    from harness.errors import UsageError
     from harness.results import ResultsError
     from harness.run import run
     from tasks.base import DataMissing
@@ -37,7 +37,8 @@ def entry() -> None:
     docs/results.md) skips the key check and the override normalisation, which imports torch: a TAB then answers
     in about a second instead of several."""
     if not any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in sys.argv[1:]):
-        from harness.plan import UsageError, check_override_keys
+        from harness.errors import UsageError
+        from harness.plan import check_override_keys
         from harness.run import normalize_overrides
 
         try:
