@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> None:
 
     from harness.method_configs import keep_overrides
     from harness.models import ModelFilesError
-    from harness.plan import UsageError
+    from harness.errors import UsageError
     from harness.results import ResultsError
     from harness.run import run
     from tasks.base import DataMissing
@@ -41,7 +41,8 @@ def entry() -> None:
     docs/results.md) skips the key check and the override normalisation, which imports torch: a TAB then answers
     in about a second instead of several."""
     if not any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in sys.argv[1:]):
-        from harness.plan import UsageError, check_override_keys
+        from harness.errors import UsageError
+        from harness.plan import check_override_keys
         from harness.run import normalize_overrides
 
         try:

@@ -42,7 +42,8 @@ def _activate(kind: str, value):
         setattr(_local, kind, prev)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a CUDA GPU; nothing to wait for on the CPU), so timings end there."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -114,10 +115,10 @@ class Scoring:
             layer.positions = torch.arange(key.shape[-2], device=key.device)
             layer.rotary, layer.rope_scaling = self._rotary(module, key)
         for name, method in self.methods.items():
-            _sync(key.device)
+            sync(key.device)
             t0 = time.perf_counter()
             s = method.score(layer)
-            _sync(key.device)
+            sync(key.device)
             self.seconds[name] += time.perf_counter() - t0
             self.scores[name][idx] = s.float()
 

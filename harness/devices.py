@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import UsageError
+
 FREE = "cuda:free"
 WAIT_S = 5.0
 
 
 def check_device(device: str) -> None:
-    from harness.plan import UsageError
-
     if not (device in ("auto", "cpu", "cuda", "mps", FREE) or re.fullmatch(r"cuda:\d+", device)):
         raise UsageError(f"device={device!r} is not a device; use auto, cpu, cuda, cuda:N or cuda:free (several "
                          f"jobs on one host: each takes a GPU no other job holds)")
@@ -63,8 +63,6 @@ def claimed_device(device: str, wait_s: float = WAIT_S) -> Iterator[str]:
     import fcntl
 
     import torch
-
-    from harness.plan import UsageError
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:

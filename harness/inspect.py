@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.protocol import compressed_layers, encode_context, num_layers, prefill, select_positions
+from harness.cell import Cell
+from harness.configstep import ConfigStep
+from harness.protocol import encode_context
 from methods.base import Method
 from tasks.prompts import render_parts, templated
 
@@ -86,15 +88,16 @@ def kept_positions(
     n = input_ids.shape[-1]
     if r is None and budget_tokens is None:
         raise ValueError("give r (fraction removed, in [0, 1)) or budget_tokens")
-    cache, scores, _, _ = prefill(model, input_ids, {"m": m})
-    kept = select_positions(scores["m"], m, n, r, budget_tokens, policy, guard, num_layers(model))
-    layers, sliding = compressed_layers(model)
+    cell = Cell(m.name, m, r, budget_tokens, policy, guard)
+    step = ConfigStep(model)  # the engine's own prefill and selection (harness/configstep.py)
+    pre = step.prefill(input_ids, [cell])
+    kept = step.select(cell, pre)
     out = []
-    for idx in range(len(cache.layers)):
+    for idx in range(len(pre.cache.layers)):
         if idx in kept:
             out.append([ix.cpu() for ix in kept[idx]])
         else:
-            h_kv = cache.layers[idx].keys.shape[1]
-            start = max(0, n - sliding[idx]) if sliding.get(idx) else 0
+            h_kv = pre.cache.layers[idx].keys.shape[1]
+            start = max(0, n - step.sliding[idx]) if step.sliding.get(idx) else 0
             out.append([torch.arange(start, n) for _ in range(h_kv)])
     return out

@@ -50,15 +50,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from harness import attention
-from harness.cache import batch_cache, compress
-from tasks.chat import render_chat, set_chat_kwargs, strip_thinking
+from harness.cache import batch_cache
+from harness.cell import Cell
+from harness.configstep import ConfigStep
 from harness.devices import check_device
+from harness.errors import UsageError
 from harness.models import ModelSpec, check_model, context_window, load_model, model_spec, tokenizer_ref
-from harness.plan import DTYPES, UsageError, budgets, build_method, load_method_config, ratios
-from harness.protocol import (
-    compressed_layers, decode, decode_rule, num_layers, prefill, rotary_module, select_positions, with_cache,
-)
-from harness.sweep import Cell
+from harness.plan import DTYPES, budgets, build_method, load_method_config, ratios
+from harness.protocol import with_cache
+from tasks.chat import render_chat, set_chat_kwargs, strip_thinking
 
 NAME = "kvcompress"
 PROTOCOL = (
@@ -210,8 +210,7 @@ class KVCompressLM(LM):
         set_chat_kwargs(self.tokenizer, cfg.chat_template_kwargs)  # enable_thinking given here wins over the config
         self.spec = spec
         self._device = next(self.model.parameters()).device
-        self.layers, self.sliding = compressed_layers(self.model)
-        self.rotary = rotary_module(self.model)
+        self.step = ConfigStep(self.model, self.tokenizer)  # the engine's prefill, select, compress, decode
         self.max_length = int(max_length or context_window(spec) or 2048)
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos_token = _bool(add_bos_token)
@@ -294,26 +293,16 @@ class KVCompressLM(LM):
         """Prefill and compress ``prompt[:-1]`` (one configuration); reused for consecutive equal prompts."""
         if self._memo is not None and self._memo[0] == prompt:
             return self._memo[1]
-        cell = self.cell
-        ids = torch.tensor([prompt[:-1]], dtype=torch.long)
-        n = ids.shape[-1]
-        cache, scores, _, _ = prefill(self.model, ids, {cell.score_key: cell.method})
-        kept = select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy,
-                                cell.safeguard, num_layers(self.model))
-        ruled = decode_rule(cell.method, n, cell.r, cell.budget_tokens) is not None
-        ctx = compress(cache, kept, n, self.sliding, cell.method.rerotate, self.rotary,
-                       scores[cell.score_key] if ruled else None)
-        del cache
+        pre = self.step.prefill(torch.tensor([prompt[:-1]], dtype=torch.long), [self.cell])
+        ctx = self.step.compress(self.cell, pre)
+        del pre  # the full cache
         self._memo = (list(prompt), ctx)
         return ctx
 
     def _generate(self, prompt: list[int], max_new_tokens: int, until: list[str]) -> str:
-        ctx, cell = self._compressed(prompt), self.cell
+        ctx = self._compressed(prompt)
         last = torch.tensor([prompt[-1:]], dtype=torch.long)
-        preds, _, _ = decode(
-            self.model, self.tokenizer, [ctx], last, max_new_tokens, until,
-            [decode_rule(cell.method, ctx.n_context, cell.r, cell.budget_tokens)],
-        )
+        preds, _, _ = self.step.decode([self.cell], [ctx], last, max_new_tokens, until)
         return preds[0]
 
     @torch.no_grad()

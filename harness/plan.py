@@ -16,18 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from harness.cell import Cell
+from harness.errors import UsageError
 from harness.method_configs import (
     MethodConfigError, compose_method, job_overrides, member_configs, method_config_names, method_params,
 )
 from harness.models import CONF_DIR, ModelSpec, check_model, context_window, model_names, model_spec
-from harness.sweep import Cell
 from methods import available, make_method
 from tasks import make_task
 from tasks.base import Task
-
-
-class UsageError(ValueError):
-    """A configuration error, reported as one line before anything heavy runs."""
 
 
 def _as_list(value) -> list:

@@ -76,7 +76,7 @@ def base_model(model):
 def _sync_all(model) -> None:
     """Wait for every GPU holding part of the model (one, or several with ``device=auto`` on a multi-GPU host)."""
     for device in model_devices(model):
-        attention._sync(device)
+        attention.sync(device)
 
 
 def with_cache(module, cache) -> dict:

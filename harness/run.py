@@ -11,7 +11,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from harness.plan import Plan, UsageError, check_output_dir, make_plan, shard_of
+from harness.errors import UsageError
+from harness.plan import Plan, check_output_dir, make_plan, shard_of
 from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, describe, read_rows
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
 

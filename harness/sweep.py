@@ -7,10 +7,8 @@ configurations run as batches (docs/protocol.md, "Why one prefill serves a whole
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,55 +16,12 @@ from pathlib import Path
 
 import torch
 
-from harness import attention
-from harness.cache import compress, full_cache_bytes
-from tasks.chat import chat_kwargs, kwargs_json, strip_thinking
+from harness.cell import Cell
+from harness.configstep import ConfigStep, Prefilled
 from harness.memory import model_devices, peak_bytes, reset_peak
-from harness.protocol import (
-    compressed_layers, decode, decode_rule, encode_context, encode_question, generation_stats, has_decode_rule,
-    kept_budget, num_layers, prefill, rotary_module, select_positions,
-)
+from harness.protocol import encode_context, encode_question, generation_stats, has_decode_rule, kept_budget
+from tasks.chat import chat_kwargs, kwargs_json, strip_thinking
 from tasks.records import Record
-from methods.base import Method
-
-
-@dataclass
-class Cell:
-    """One configuration of a sweep: a method (with its parameters) at one budget."""
-
-    label: str  # the method config's name (conf/method/<label>.yaml)
-    method: Method
-    r: float | None
-    budget_tokens: int | None
-    policy: str
-    safeguard: float
-    query_aware: bool = False
-    run_id: str = ""
-    config_json: str = ""
-
-    @property
-    def score_key(self) -> str:
-        """Cells whose methods have equal class and parameters share one set of scores."""
-        return f"{self.method.name}:{json.dumps(self.method.params(), sort_keys=True, default=str)}"
-
-    def identity(self) -> dict:
-        return {
-            "method": self.label,
-            "method_class": self.method.name,
-            "method_params": self.method.params(),
-            "r": self.r,
-            "budget_tokens": self.budget_tokens,
-            "budget_policy": self.policy,
-            "safeguard": self.safeguard,
-            "query_aware": self.query_aware,
-        }
-
-    def bind(self, run_context: dict) -> "Cell":
-        """Fix run_id = hash of the resolved configuration (minus output paths and sample counts)."""
-        resolved = {**run_context, **self.identity()}
-        self.config_json = json.dumps(resolved, sort_keys=True, default=str)
-        self.run_id = hashlib.sha1(self.config_json.encode()).hexdigest()[:16]
-        return self
 
 
 def git_commit() -> str:
@@ -117,9 +72,8 @@ class SweepRunner:
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
         self.devices = model_devices(self.model)  # every GPU of a model spread with device=auto
-        self.layers, self.sliding = compressed_layers(self.model)
-        self.rotary = rotary_module(self.model)
-        self.n_layers = num_layers(self.model)
+        self.step = ConfigStep(self.model, self.tokenizer)  # prefill, select, compress, decode a configuration
+        self.layers = self.step.layers
 
     # ----------------------------------------------------------------- planning
     def context_budget(self, n_question: int, record: Record) -> int | None:
@@ -150,50 +104,33 @@ class SweepRunner:
                 rows += self._run_query_aware(rec, aware)
         return rows
 
-    def _methods(self, cells: list[Cell]) -> dict[str, Method]:
-        return {c.score_key: c.method for c in cells}
-
-    def _prefill(self, ids: torch.Tensor, cells: list[Cell]):
+    def _prefill(self, ids: torch.Tensor, cells: list[Cell]) -> tuple[Prefilled, int]:
         reset_peak(self.devices)
-        cache, scores, seconds, prefill_s = prefill(self.model, ids, self._methods(cells))
-        prefill_peak = peak_bytes(self.devices)
-        return cache, scores, seconds, prefill_s, prefill_peak
+        pre = self.step.prefill(ids, cells)
+        return pre, peak_bytes(self.devices)
 
     def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
         questions = {r.sample_id: encode_question(self.tokenizer, r) for r in group}
         budgets = [self.context_budget(questions[r.sample_id].shape[-1], r) for r in group]
         budgets = [b for b in budgets if b is not None]
         enc = encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
-        n = enc.context_ids.shape[-1]
-        self._report(0, f"prefill {n} tokens")
-        cache, scores, seconds, prefill_s, prefill_peak = self._prefill(enc.context_ids, cells)
-        kept = {c.run_id: self._select(c, scores, n) for c in cells}
-        full_bytes = full_cache_bytes(cache, self.sliding)
+        self._report(0, f"prefill {enc.context_ids.shape[-1]} tokens")
+        pre, prefill_peak = self._prefill(enc.context_ids, cells)
+        kept = {c.run_id: self.step.select(c, pre) for c in cells}
         rows = []
         for rec in group:
             need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
-            rows += self._decode_cells(
-                rec, need, cache, kept, n, enc, questions[rec.sample_id], full_bytes, prefill_s, seconds, prefill_peak, scores
-            )
+            rows += self._decode_cells(rec, need, pre, kept, enc, questions[rec.sample_id], prefill_peak)
         return rows
 
     def _run_query_aware(self, rec: Record, cells: list[Cell]) -> list[dict]:
         q = encode_question(self.tokenizer, rec)
         enc = encode_context(self.tokenizer, rec, self.context_budget(q.shape[-1], rec))
         ids = torch.cat([enc.context_ids, q[:, :-1]], dim=-1)  # the question is prefilled and compressed too
-        n = ids.shape[-1]
-        self._report(0, f"prefill {n} tokens (query-aware)")
-        cache, scores, seconds, prefill_s, prefill_peak = self._prefill(ids, cells)
-        kept = {c.run_id: self._select(c, scores, n) for c in cells}
-        full_bytes = full_cache_bytes(cache, self.sliding)
-        return self._decode_cells(
-            rec, cells, cache, kept, n, enc, q[:, -1:], full_bytes, prefill_s, seconds, prefill_peak, scores,
-            n_question=q.shape[-1],
-        )
-
-    def _select(self, cell: Cell, scores: dict, n: int) -> dict:
-        return select_positions(scores[cell.score_key], cell.method, n, cell.r, cell.budget_tokens, cell.policy,
-                                cell.safeguard, self.n_layers)
+        self._report(0, f"prefill {ids.shape[-1]} tokens (query-aware)")
+        pre, prefill_peak = self._prefill(ids, cells)
+        kept = {c.run_id: self.step.select(c, pre) for c in cells}
+        return self._decode_cells(rec, cells, pre, kept, enc, q[:, -1:], prefill_peak, n_question=q.shape[-1])
 
     def _batches(self, cells: list[Cell], n: int) -> list[list[Cell]]:
         """Decode batches; configurations with a decode rule batch only among themselves.
@@ -207,30 +144,20 @@ class SweepRunner:
             out += [part[i : i + self.decode_batch_size] for i in range(0, len(part), self.decode_batch_size)]
         return out
 
-    def _decode_cells(
-        self, rec, cells, cache, kept, n, enc, q_ids, full_bytes, prefill_s, seconds, prefill_peak, scores, n_question=None
-    ):
+    def _decode_cells(self, rec, cells, pre: Prefilled, kept, enc, q_ids, prefill_peak, n_question=None):
         rows = []
-        for batch in self._batches(cells, n):
-            rules = [decode_rule(c.method, n, c.r, c.budget_tokens) for c in batch]
-            ctxs = [
-                compress(
-                    cache, kept[c.run_id], n, self.sliding, c.method.rerotate, self.rotary,
-                    scores[c.score_key] if rule is not None else None,
-                )
-                for c, rule in zip(batch, rules)
-            ]
+        for batch in self._batches(cells, pre.n):
+            ctxs = [self.step.compress(c, pre, kept[c.run_id]) for c in batch]
             reset_peak(self.devices)
             timing: dict = {}
-            preds, n_gen, decode_s = decode(
-                self.model, self.tokenizer, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
-                rules, timing=timing,
-            )
+            preds, n_gen, decode_s = self.step.decode(batch, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
+                                                      timing=timing)
             peak = max(peak_bytes(self.devices), prefill_peak)
             for b, (cell, ctx, pred, ng) in enumerate(zip(batch, ctxs, preds, n_gen)):
                 rows.append(
-                    self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], n, full_bytes, prefill_s,
-                             seconds, decode_s / len(batch), len(batch), peak, generation_stats(timing, b))
+                    self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], pre.n, pre.full_bytes,
+                             pre.prefill_s, pre.seconds, decode_s / len(batch), len(batch), peak,
+                             generation_stats(timing, b))
                 )
             del ctxs
             self._report(len(batch), f"decoded {len(rows)}/{len(cells)} configurations")

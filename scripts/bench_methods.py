@@ -20,7 +20,8 @@ For each (method, length): a context of exactly ``length`` token ids is prefille
 gather) and ``decode_tokens`` tokens are decoded greedily, batch of one, with EOS disabled so that every
 configuration decodes exactly the same number of steps; the question part is a single token, so every step is
 a one-token forward over the compressed cache (``decode_ms_per_token = decode_s / decode_tokens``). ``full``
-has one row (r = 0). One JSON line per (model, method, length, r) is printed and upserted into
+has one row (r = 0). Prefill, selection, compression and decode are the harness's own (``harness/configstep.py``,
+the path a sweep takes). One JSON line per (model, method, length, r) is printed and upserted into
 ``<out>/<model>-<device>.jsonl`` (rows with the same model, method, length, r, dtype, attn_impl, context and
 decode_tokens are replaced; the file is rewritten atomically).
 
@@ -47,12 +48,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from harness import attention, memory  # noqa: E402
-from harness.cache import compress, full_cache_bytes  # noqa: E402
+from harness.cell import Cell  # noqa: E402
+from harness.configstep import ConfigStep  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from harness.plan import build_method, load_method_config  # noqa: E402
-from harness.protocol import (  # noqa: E402
-    compressed_layers, decode, decode_rule, has_decode_rule, num_layers, prefill, select_positions,
-)
 from harness.sweep import device_name, git_commit, versions  # noqa: E402
 
 DEFAULTS: dict = {
@@ -177,38 +176,37 @@ def _median(xs: list[float]) -> float:
 
 def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, args, mem, static) -> list[dict]:
     device = next(model.parameters()).device
-    layers, sliding = compressed_layers(model)
-    rotary = getattr(getattr(model, "model", model), "rotary_emb", None)
+    step = ConfigStep(model, tok)  # the engine's prefill, select, compress, decode (harness/configstep.py)
     n = ids.shape[-1]
+    cells = [Cell(label, method, float(r), None, policy, safeguard) for r in (rs if method.compresses else [0.0])]
     prefill_all, scoring_all = [], []
-    cache = scores = None
+    pre = None
     pre_peak = pre_delta = 0
     for _ in range(args["repeats"]):
-        del cache, scores
-        cache = scores = None
+        del pre
+        pre = None
         mem.start()
-        cache, scores, seconds, prefill_s = prefill(model, ids, {label: method})
+        pre = step.prefill(ids, cells[:1])  # one method: its scoring is timed alone
         pk, dl = mem.stop()
         pre_peak, pre_delta = max(pre_peak, pk), max(pre_delta, dl)
-        prefill_all.append(prefill_s)
-        scoring_all.append(seconds[label])
-    full_bytes = full_cache_bytes(cache, sliding)
+        prefill_all.append(pre.prefill_s)
+        scoring_all.append(pre.seconds[cells[0].score_key])
+    full_bytes = pre.full_bytes
     prefill_s, scoring_s = _median(prefill_all), _median(scoring_all)
     rows = []
-    for r in (rs if method.compresses else [0.0]):
-        kept = select_positions(scores[label], method, n, r, None, policy, safeguard, num_layers(model))
+    for cell in cells:
+        r = cell.r
+        kept = step.select(cell, pre)
         dec_peak = dec_delta = 0
         compress_all, decode_all, n_gen = [], [], []
         for _ in range(args["repeats"]):
             mem.start()
-            attention._sync(device)
+            attention.sync(device)
             t0 = time.perf_counter()
-            ctx = compress(cache, kept, n, sliding, method.rerotate, rotary,
-                           scores[label] if has_decode_rule(method, n) else None)
-            attention._sync(device)
+            ctx = step.compress(cell, pre, kept)
+            attention.sync(device)
             compress_all.append(time.perf_counter() - t0)
-            _, ng, decode_s = decode(model, tok, [ctx], q_ids, args["decode_tokens"], None,
-                                     [decode_rule(method, n, r, None)], eos=set())
+            _, ng, decode_s = step.decode([cell], [ctx], q_ids, args["decode_tokens"], None, eos=set())
             pk, dl = mem.stop()
             dec_peak, dec_delta = max(dec_peak, pk), max(dec_delta, dl)
             decode_all.append(decode_s)
@@ -252,7 +250,7 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
             "decode_s_all": [round(x, 5) for x in decode_all],
         })
         del ctx
-    del cache, scores
+    del pre
     return rows
 
 

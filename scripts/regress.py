@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="kvbench-regress-") as tmp:
                 current = run_grid(tmp, args.overrides, args.threads)
-    except ValueError as exc:  # harness.plan.UsageError is a ValueError
+    except ValueError as exc:  # harness.errors.UsageError is a ValueError
         print(f"[regress] {exc}", file=sys.stderr)
         return 2
     elapsed = time.time() - t0

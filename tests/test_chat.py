@@ -70,7 +70,8 @@ def test_other_models_pass_no_chat_variables(name):
 
 def test_hub_id_override_and_bad_value(monkeypatch):
     from harness import plan as plan_module
-    from harness.plan import UsageError, make_plan
+    from harness.errors import UsageError
+    from harness.plan import make_plan
     from harness.run import compose
 
     monkeypatch.setattr(plan_module, "check_model", lambda spec: None)
@@ -134,7 +135,8 @@ def test_strip_thinking(raw, scored):
 
 
 def test_rows_score_without_thinking_keep_the_raw_prediction_and_record_the_setting(monkeypatch):
-    from harness import sweep
+    from harness import configstep, sweep
+    from harness.cell import Cell
     from harness.models import build_random_model
     from harness.plan import build_method, load_method_config
 
@@ -144,10 +146,10 @@ def test_rows_score_without_thinking_keep_the_raw_prediction_and_record_the_sett
 
     install(model, "sdpa")
     raw = "<think>\nmaybe 41\n</think>\n\n42"
-    monkeypatch.setattr(sweep, "decode", lambda model, tok, ctxs, *a, **k: ([raw] * len(ctxs), [9] * len(ctxs), 0.0))
+    monkeypatch.setattr(configstep, "decode", lambda model, tok, ctxs, *a, **k: ([raw] * len(ctxs), [9] * len(ctxs), 0.0))
     seen = []
     label, method, policy, safeguard = build_method(load_method_config("keydiff"))
-    cell = sweep.Cell(label, method, 0.5, None, policy, safeguard).bind({"model": "tiny-qwen3-chat"})
+    cell = Cell(label, method, 0.5, None, policy, safeguard).bind({"model": "tiny-qwen3-chat"})
     runner = sweep.SweepRunner(model, tok, [cell], {"model": "tiny-qwen3-chat"},
                                score=lambda rec, pred: seen.append(pred) or 100.0 * (pred == "42"))
     (row,) = runner.run_group([record()], set())

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.plan import UsageError, make_plan
+from harness.errors import UsageError
+from harness.plan import make_plan
 from harness.results import read_rows, result_files
 from harness.run import compose, run
 from harness.sweep import SweepRunner

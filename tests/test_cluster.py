@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.plan import UsageError, make_plan, parse_shard, shard_of
+from harness.errors import UsageError
+from harness.plan import make_plan, parse_shard, shard_of
 from harness.results import read_rows, result_files
 from harness.run import compose, run
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness import devices
-from harness.plan import UsageError
+from harness.errors import UsageError
 
 
 @pytest.fixture

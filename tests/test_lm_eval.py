@@ -17,7 +17,7 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from harness.plan import UsageError  # noqa: E402
+from harness.errors import UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model="tiny-llama-random", dtype="float32", device="cpu")
@@ -139,19 +139,19 @@ def test_full_method_equals_plain_greedy_and_compression_changes_the_cache(full_
     assert len(out) == 2 and all(isinstance(t, str) and "\n" not in t for t in out)
 
 
-def test_loglikelihood_on_the_compressed_cache(full_lm, keydiff_lm, lm_modules, monkeypatch):
+def test_loglikelihood_on_the_compressed_cache(full_lm, keydiff_lm, monkeypatch):
     reqs = [Instance("loglikelihood", {}, (PROMPT, c), i) for i, c in enumerate([" blue box", " mat"])]
     full = full_lm.loglikelihood(reqs, disable_tqdm=True)
     for (lp, greedy), r in zip(full, reqs):
         assert lp == pytest.approx(_plain_loglikelihood(full_lm, *r.args), abs=1e-4) and isinstance(greedy, bool)
     calls = {"n": 0}
-    original = lm_modules.prefill
+    original = keydiff_lm.step.prefill
 
     def counting(*a, **k):
         calls["n"] += 1
         return original(*a, **k)
 
-    monkeypatch.setattr(lm_modules, "prefill", counting)
+    monkeypatch.setattr(keydiff_lm.step, "prefill", counting)
     keydiff_lm._memo = None
     compressed = keydiff_lm.loglikelihood(reqs, disable_tqdm=True)
     assert calls["n"] == 1  # the continuations of one context share its prefill and compression

@@ -230,7 +230,8 @@ def test_random_guess_reseed_and_off(tmp_path):
 
 
 def test_random_guess_setting_is_in_config_json_and_run_id(tmp_path):
-    from harness.plan import UsageError, make_plan
+    from harness.errors import UsageError
+    from harness.plan import make_plan
     from harness.run import compose, run_context
 
     def cells(value):

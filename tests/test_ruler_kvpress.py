@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 import tasks.ruler
 from harness.models import CONF_DIR
-from harness.plan import UsageError, build_task
+from harness.errors import UsageError
+from harness.plan import build_task
 from harness.protocol import encode_context, encode_question
 from tasks import DataMissing, make_task
 from tasks.ruler_kvpress import RulerKvpress

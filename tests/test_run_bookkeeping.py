@@ -14,7 +14,7 @@ import pytest
 
 import harness.run as run_mod
 from harness.results import ContextClaims, Lock, NotAResultFile, ResultsError, ResultWriter, result_files
-from harness.plan import UsageError
+from harness.errors import UsageError
 from harness.run import compose, run
 from harness.sweep import SweepRunner
 
