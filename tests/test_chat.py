@@ -146,7 +146,12 @@ def test_rows_score_without_thinking_keep_the_raw_prediction_and_record_the_sett
 
     install(model, "sdpa")
     raw = "<think>\nmaybe 41\n</think>\n\n42"
-    monkeypatch.setattr(configstep, "decode", lambda model, tok, ctxs, *a, **k: ([raw] * len(ctxs), [9] * len(ctxs), 0.0))
+    def fake_decode(model, tok, ctxs, *a, timing=None, **k):
+        if timing is not None:  # what protocol.decode records: one batch of 9 steps, every row ended on EOS
+            timing.update(first_token_s=0.1, steps=[9] * len(ctxs), row_s=[0.9] * len(ctxs), ended=[True] * len(ctxs))
+        return [raw] * len(ctxs), [9] * len(ctxs), 0.0
+
+    monkeypatch.setattr(configstep, "decode", fake_decode)
     seen = []
     label, method, policy, safeguard = build_method(load_method_config("keydiff"))
     cell = Cell(label, method, 0.5, None, policy, safeguard).bind({"model": "tiny-qwen3-chat"})
