@@ -58,6 +58,23 @@ class ConfigStep:
         cache, scores, seconds, prefill_s = prefill(self.model, ids, {c.score_key: c.method for c in cells})
         return Prefilled(cache, scores, seconds, prefill_s, int(ids.shape[-1]), full_cache_bytes(cache, self.sliding))
 
+    def restrict(self, pre: Prefilled, ids: torch.Tensor, n: int) -> Prefilled:
+        """The prefill of ``ids`` (1, pre.n) as if only its first ``n`` tokens had entered the cache while all of
+        them scored the methods: every score cut to the first ``n`` positions, the cache holding the first ``n``
+        tokens only. The multi-query protocol's query-aware mode prefills context + first question and keeps
+        context entries only (docs/tasks/squad_mq.md). Full-attention caches are cropped in place; a model with
+        sliding-window layers (whose windows already dropped context entries for the question's) prefills the
+        first ``n`` tokens again for its cache."""
+        if n >= pre.n:
+            return pre
+        if any(w is not None for w in self.sliding.values()):
+            cache = prefill(self.model, ids[:, :n], {})[0]
+        else:
+            cache = pre.cache
+            cache.crop(n - pre.n)  # a negative count removes that many trailing entries (transformers >= 5)
+        scores = {k: {layer: s[..., :n] for layer, s in per.items()} for k, per in pre.scores.items()}
+        return Prefilled(cache, scores, pre.seconds, pre.prefill_s, n, full_cache_bytes(cache, self.sliding))
+
     def select(self, cell: Cell, pre: Prefilled) -> dict[int, list[torch.Tensor]]:
         """The positions ``cell`` keeps, per compressed layer and KV head (``protocol.select_positions``)."""
         return select_positions(pre.scores[cell.score_key], cell.method, pre.n, cell.r, cell.budget_tokens,

@@ -85,6 +85,7 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     runner = SweepRunner(
         model, tokenizer, cells, static, window=plan.window, max_context=cfg.get("max_context"),
         decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
+        extra_scores=plan.task.extra_scores,
     )
     groups = group_by_context(data.records)
     if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)

@@ -65,6 +65,7 @@ class SweepRunner:
     max_context: int | None = None  # optional cap on context tokens
     decode_batch_size: int = 8
     score: object = None  # callable(record, prediction) -> 0..100
+    extra_scores: object = None  # callable(record, prediction) -> {name: 0..100}, written as score_<name>
     # callable(rows, note): told during a context, so a progress bar moves inside it: (0, "prefill ...") before
     # each prefill, (k, "decoded i/n configurations") after each decode batch of k rows
     progress: object = None
@@ -98,6 +99,11 @@ class SweepRunner:
         shared = [c for c in todo if not c.query_aware]
         if shared:
             rows += self._run_shared(group, shared, done)
+        if len(group) > 1 and all("query_index" in r.extra for r in group):  # one context, several questions
+            aware = [c for c in todo if c.query_aware]
+            if aware:
+                rows += self._run_multi_query_aware(group, aware, done)
+            return rows
         for rec in group:
             aware = [c for c in todo if c.query_aware and (c.run_id, rec.sample_id) not in done]
             if aware:
@@ -109,13 +115,36 @@ class SweepRunner:
         pre = self.step.prefill(ids, cells)
         return pre, peak_bytes(self.devices)
 
-    def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
+    def _encode_group(self, group: list[Record]):
+        """The questions of a context's records and the context, truncated to fit the longest of them."""
         questions = {r.sample_id: encode_question(self.tokenizer, r) for r in group}
         budgets = [self.context_budget(questions[r.sample_id].shape[-1], r) for r in group]
         budgets = [b for b in budgets if b is not None]
-        enc = encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
+        return questions, encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
+
+    def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
+        questions, enc = self._encode_group(group)
         self._report(0, f"prefill {enc.context_ids.shape[-1]} tokens")
         pre, prefill_peak = self._prefill(enc.context_ids, cells)
+        kept = {c.run_id: self.step.select(c, pre) for c in cells}
+        rows = []
+        for rec in group:
+            need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
+            rows += self._decode_cells(rec, need, pre, kept, enc, questions[rec.sample_id], prefill_peak)
+        return rows
+
+    def _run_multi_query_aware(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
+        """Query-aware on a multi-query context (records with ``query_index``, docs/tasks/squad_mq.md): the
+        context is prefilled with the first question after it, so every method scores with that question in
+        view; the kept positions are chosen among the context's positions only, and every question, the first
+        included, is answered from that one compressed context."""
+        questions, enc = self._encode_group(group)
+        first = min(group, key=lambda r: int(r.extra["query_index"]))
+        n = enc.context_ids.shape[-1]
+        ids = torch.cat([enc.context_ids, questions[first.sample_id]], dim=-1)
+        self._report(0, f"prefill {ids.shape[-1]} tokens (query-aware, first question in view)")
+        pre, prefill_peak = self._prefill(ids, cells)
+        pre = self.step.restrict(pre, ids, n)
         kept = {c.run_id: self.step.select(c, pre) for c in cells}
         rows = []
         for rec in group:
@@ -213,7 +242,9 @@ class SweepRunner:
             "peak_mem_bytes": int(peak),
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
-        for key in ("depth", "needle_start", "needle_end"):
+        if self.extra_scores:
+            row.update({f"score_{k}": float(v) for k, v in self.extra_scores(rec, scored).items()})
+        for key in ("depth", "needle_start", "needle_end", "query_index"):
             if key in rec.extra:
                 row[key] = rec.extra[key]
         return row
