@@ -146,7 +146,7 @@ def ratios(cfg) -> list[float | None]:
         try:
             r = float(r)
         except (TypeError, ValueError):
-            raise UsageError(f"r must be a number in [0, 1) (the fraction of context KV pairs removed), got {r!r}")
+            raise UsageError(f"r must be a number in [0, 1) (the fraction of context KV pairs removed), got {r!r}") from None
         if not (0.0 <= r < 1.0):
             raise UsageError(f"r={r} is outside [0, 1): r is the fraction of context KV pairs removed (r=0.75 keeps 25 %)")
         out.append(r)

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pandas as pd
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from harness.errors import UsageError

@@ -249,7 +249,7 @@ class GSM8K(Task):
                 try:
                     rows = read_many(shards)
                 except (ValueError, OSError) as e:
-                    raise DataMissing(f"gsm8k: {d / HUB_CONFIG} cannot be read: {str(e).splitlines()[0][:200]}")
+                    raise DataMissing(f"gsm8k: {d / HUB_CONFIG} cannot be read: {str(e).splitlines()[0][:200]}") from e
                 self._data = (_problems(rows, str(d / HUB_CONFIG)), f"{d / HUB_CONFIG} (hub layout)")
                 return self._data
             raise self._missing(f"{d} holds neither test.jsonl nor {HUB_CONFIG}/{HUB_SPLIT}-*.parquet")

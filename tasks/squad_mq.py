@@ -130,7 +130,7 @@ class SquadMQ(Task):
             questions = [tail.format(query=data.qas[q]["query"]) for q in gold]
             longest = max(questions, key=lambda q: counter.ntok(q))
 
-            def count(k: int) -> int:
+            def count(k: int, gold=gold, i=i, longest=longest) -> int:
                 text, _ = self.context_of(data, gold, k, random.Random(f"kvbench-squad_mq:{seed}:{i}:docs"))
                 return counter.count(text, longest, QA_ANSWER_PREFIX)
 

@@ -266,7 +266,7 @@ def _pyramid(n, r, layers=36, w=64, beta=20):
         lo = 2 * kept - hi
     if not (n >= hi >= lo >= w):
         return [round(kept)] * layers
-    return [round(hi - l * (hi - lo) / (layers - 1)) for l in range(layers)]
+    return [round(hi - i * (hi - lo) / (layers - 1)) for i in range(layers)]
 
 
 @pytest.mark.parametrize(

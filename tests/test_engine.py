@@ -141,7 +141,7 @@ def test_gemma_sliding_layers_keep_their_window():
     cache, scores, _, _ = prefill(model, ctx, {"kd": kd})
     assert set(scores["kd"]) == {5}  # only the global layer is scored
     c = compress(cache, select_positions(scores["kd"], kd, 80, 0.5, None, "uniform", 0.2), 80, sliding)
-    assert [l.length for l in c.layers] == [32] * 5 + [40]
+    assert [layer.length for layer in c.layers] == [32] * 5 + [40]
     assert c.layers[0].positions[0, 0].tolist() == list(range(48, 80))
 
 
@@ -269,7 +269,7 @@ def test_online_normalize_accumulates_the_same_raw_sums(monkeypatch):
         monkeypatch.setattr(A.Masking, "evict", spy)
         c = compress(cache, kept, 40, sliding, scores=scores[name])
         decode(model, _Tok(), [c], q, 1, rules=[{"raw": raw, "norm": norm}[name].decode_rule(40, 20)])
-    for layer, (acc, seen) in states["raw"].items():
+    for layer, (acc, _seen) in states["raw"].items():
         torch.testing.assert_close(states["norm"][layer][0], acc, rtol=1e-5, atol=1e-6)
         positions = torch.stack(kept[layer])  # (H_kv, 20) original positions of the kept entries
         expected = (40 - positions) + q.shape[-1]  # prefill queries, then every question token sees them

@@ -8,7 +8,6 @@ import random
 import pandas as pd
 import pytest
 
-from tasks.records import Record
 from tasks import DataMissing, make_task
 from tasks.mmlu_pro import FULL_TEST_COUNTS, extract_answer
 

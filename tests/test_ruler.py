@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from harness.protocol import render_parts
 from tasks import make_task
 from tasks.ruler import (
-    ALL_TASKS, NEEDLE, OFFLINE_TASKS, TOKENS_TO_GENERATE, Ruler, largest_fitting, postprocess_pred,
+    ALL_TASKS, OFFLINE_TASKS, TOKENS_TO_GENERATE, Ruler, largest_fitting, postprocess_pred,
     string_match_all, string_match_part, task_family,
 )
 from tasks import ruler_data
