@@ -44,9 +44,9 @@ def run_grid(out_dir: str, models: list[str], lengths: list[int], n_samples: int
 
 def table(rows_dir: list[str]) -> tuple[list[dict], str]:
     df = load_results(rows_dir)  # one row per configuration and sample (harness/rows.py)
-    df = df[df["reference"]].copy()
+    df = df[df["reference"] & (df["suite"] == "ruler")].copy()  # other suites' rows may share the folders
     if df.empty:
-        raise SystemExit(f"no full-cache rows under {rows_dir}")
+        raise SystemExit(f"no full-cache RULER rows under {rows_dir}")
     out = []
     for (model, length), g in df.groupby(["model", "length_bucket"]):
         per_task = g.groupby("task")["score"].agg(["mean", "count"])
