@@ -36,13 +36,26 @@ demo: install
 test: install
 	$(PYTHON) -m pytest -q -n 2 $(PYTEST_ARGS)
 
-# tables and figures from the committed example results (no model runs)
-RESULTS ?= results/demo/runs
+# tables and figures from the committed results (no model runs): the demo run, the reference run (README) and
+# the model-by-length table. `make tables RESULTS=<folder> OUT=<folder>` for any other run.
+RESULTS ?=
+OUT ?= $(RESULTS)
 tables: install
-	$(PYTHON) scripts/make_tables.py $(RESULTS) --out results/demo
+ifeq ($(strip $(RESULTS)),)
+	$(PYTHON) scripts/make_tables.py results/demo/runs --out results/demo
+	$(PYTHON) scripts/make_tables.py results/reference/runs --out results/reference --ci
+	$(PYTHON) scripts/model_by_length.py results/model_by_length/runs results/reference/runs --out results/model_by_length
+else
+	$(PYTHON) scripts/make_tables.py $(RESULTS) --out $(OUT)
+endif
 
 figures: install
-	$(PYTHON) scripts/make_figures.py $(RESULTS) --out results/demo
+ifeq ($(strip $(RESULTS)),)
+	$(PYTHON) scripts/make_figures.py results/demo/runs --out results/demo
+	$(PYTHON) scripts/make_figures.py results/reference/runs --out results/reference
+else
+	$(PYTHON) scripts/make_figures.py $(RESULTS) --out $(OUT)
+endif
 
 # fixed small grid on smollm2-135m vs results/baselines/regress_smollm2.csv
 regress: install
