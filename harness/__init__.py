@@ -23,6 +23,7 @@ def _own_sibling_packages() -> None:
         if found is not None and found.origin and Path(found.origin).resolve() == ours:
             continue
         spec = importlib.util.spec_from_file_location(name, ours, submodule_search_locations=[str(ours.parent)])
+        assert spec is not None and spec.loader is not None  # an existing .py file has both
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

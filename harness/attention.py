@@ -73,7 +73,7 @@ class Scoring:
 
     methods: dict[str, Method]  # score key -> method
     layers: set[int] | None = None  # layers to score (None: all)
-    rotary_emb: object = None
+    rotary_emb: torch.nn.Module | None = None
     scores: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -89,13 +89,15 @@ class Scoring:
     def _rotary(self, module, like: torch.Tensor):
         """positions (m,) -> pure rotation tables (cos, sin), each (m, d) float32, on ``like``'s device."""
         layer_type = _layer_type(module)
-        scale = float(getattr(self.rotary_emb, "attention_scaling", 1.0) or 1.0)
+        rotary_emb = self.rotary_emb
+        assert rotary_emb is not None  # __post_init__ refuses needs_rotary without one
+        scale = float(getattr(rotary_emb, "attention_scaling", 1.0) or 1.0)
 
         def tables(positions: torch.Tensor):
-            buf = next(self.rotary_emb.buffers(), None)  # inv_freq: the tables are computed where it lives
+            buf = next(rotary_emb.buffers(), None)  # inv_freq: the tables are computed where it lives
             device = buf.device if buf is not None else like.device
             probe = torch.zeros(1, dtype=torch.float32, device=device)  # gives the tables' dtype and device only
-            cos, sin = rotary_cos_sin(self.rotary_emb, probe, positions.to(device)[None], layer_type)
+            cos, sin = rotary_cos_sin(rotary_emb, probe, positions.to(device)[None], layer_type)
             return (cos[0].float() / scale).to(like.device), (sin[0].float() / scale).to(like.device)
 
         return tables, scale
@@ -191,6 +193,7 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
         ctx_valid = meta.valid if meta.valid is not None else torch.ones_like(meta.positions, dtype=torch.bool)
         valid = torch.cat([ctx_valid, ctx_valid.new_ones(bsz, h_kv, n_app)], dim=-1)
     if rs is not None:
+        assert valid is not None and meta.scores is not None  # rs needs meta.scores; valid is built above then
         if idx not in rs.valid:  # first step: the rules start from the compressed context
             rs.valid[idx] = valid[..., :n_ctx].clone()
             for b, rule in rs.rules.items():

@@ -63,13 +63,20 @@ class CompressedContext:
         return self.n_kept_mean / max(1, self.n_context)
 
 
+def layer_kv(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keys, values)`` of a filled attention layer of a transformers cache. transformers types them
+    ``Tensor | None`` and ``Cache.layers`` as a union with linear-attention layers (no keys); the engine reads
+    attention layers after the prefill filled them."""
+    return layer.keys, layer.values
+
+
 def full_cache_bytes(cache: DynamicCache, sliding: dict[int, int | None]) -> int:
     """Bytes of the uncompressed context cache (sliding layers hold at most their window)."""
     total = 0
     for idx, layer in enumerate(cache.layers):
-        k, v = layer.keys, layer.values
+        k, v = layer_kv(layer)
         n = k.shape[-2]
-        keep = min(n, sliding[idx]) if sliding.get(idx) else n
+        keep = min(n, window) if (window := sliding.get(idx)) else n
         total += (k.numel() * k.element_size() + v.numel() * v.element_size()) * keep // max(1, n)
     return total
 
@@ -109,11 +116,12 @@ def compress(
     counts: list[list[int]] = []
     next_position = n_context
     for idx, layer in enumerate(cache.layers):
-        keys, values = layer.keys[..., :n_context, :], layer.values[..., :n_context, :]
+        keys, values = layer_kv(layer)
+        keys, values = keys[..., :n_context, :], values[..., :n_context, :]
         h_kv = keys.shape[1]
         device = keys.device
         if idx not in kept:
-            start = max(0, n_context - sliding[idx]) if sliding.get(idx) else 0
+            start = max(0, n_context - window) if (window := sliding.get(idx)) else 0
             pos = torch.arange(start, n_context, device=device).expand(1, h_kv, -1)
             layers.append(LayerEntries(keys[..., start:, :], values[..., start:, :], pos, None, sliding.get(idx), False))
             continue
@@ -202,9 +210,9 @@ def keep_rows(cache: DynamicCache, state: Masking, rows: list[int]) -> None:
             index[device] = torch.tensor(rows, dtype=torch.long, device=device)
         return index[device]
 
-    for layer in cache.layers:
-        layer.keys = layer.keys.index_select(0, on(layer.keys.device))
-        layer.values = layer.values.index_select(0, on(layer.values.device))
+    for layer in cache.layers:  # transformers' layer union (layer_kv): every layer here is an attention layer
+        layer.keys = layer.keys.index_select(0, on(layer.keys.device))  # type: ignore[union-attr]
+        layer.values = layer.values.index_select(0, on(layer.values.device))  # type: ignore[union-attr]
     for meta in state.layers.values():
         meta.positions = meta.positions.index_select(0, on(meta.positions.device))
         if meta.valid is not None:

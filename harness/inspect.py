@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.cache import layer_kv
 from harness.cell import Cell
 from harness.configstep import ConfigStep
 from harness.protocol import encode_context
@@ -97,7 +98,7 @@ def kept_positions(
         if idx in kept:
             out.append([ix.cpu() for ix in kept[idx]])
         else:
-            h_kv = pre.cache.layers[idx].keys.shape[1]
-            start = max(0, n - step.sliding[idx]) if step.sliding.get(idx) else 0
+            h_kv = layer_kv(pre.cache.layers[idx])[0].shape[1]
+            start = max(0, n - window) if (window := step.sliding.get(idx)) else 0
             out.append([torch.arange(start, n) for _ in range(h_kv)])
     return out

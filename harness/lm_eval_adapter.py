@@ -404,7 +404,7 @@ def _name_results_folders() -> None:
             except UsageError:  # reported by the model itself
                 pass
 
-    log_experiment_args.kvbench = True
+    log_experiment_args.kvbench = True  # type: ignore[attr-defined]  # a marker: patched once per process
     GeneralConfigTracker.log_experiment_args = log_experiment_args
 
 
@@ -444,7 +444,7 @@ TASK_PACKAGES = {
 }
 
 
-def check_task_packages(tasks: list[str]) -> None:
+def check_task_packages(tasks: list[str] | None) -> None:
     """One line naming the missing packages when lm-eval's longbench or RULER tasks are asked for without them
     (lm-eval would fail while loading the task, after indexing every task)."""
     import importlib.util

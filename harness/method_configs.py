@@ -13,6 +13,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -115,7 +116,7 @@ def _composed(name: str, overrides: tuple[str, ...]) -> dict:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
-    return OmegaConf.to_container(cfg.method, resolve=True)
+    return cast(dict[str, Any], OmegaConf.to_container(cfg.method, resolve=True))  # a config group: a mapping
 
 
 def member_configs(names: Sequence[str], overrides: Sequence[str]) -> list[DictConfig]:

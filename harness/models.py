@@ -14,10 +14,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tasks.chat import check_chat_template_kwargs, default_chat_template_kwargs, set_chat_kwargs
 from harness.configs import CONF_DIR  # conf/ in a clone, harness/conf in an installed wheel
@@ -49,16 +49,30 @@ class ModelSpec:
     def __post_init__(self):
         self.chat_template_kwargs = check_chat_template_kwargs(self.chat_template_kwargs, f"model {self.name!r}")
 
+    def need(self, key: str) -> str:
+        """The field ``key`` (``path``, ``hub_id``, ``package``, ``gguf_file``) that this model's source reads; a
+        config without it is one ValueError naming the field."""
+        value = getattr(self, key)
+        if value is None:
+            raise ValueError(f"model {self.name!r} (source {self.source}) needs `{key}` in its config")
+        return str(value)
+
+    def ref(self) -> str:
+        """What transformers loads a ``path`` or ``hub`` model from: the directory or the hub id."""
+        return self.need("path") if self.source == "path" else self.need("hub_id")
+
 
 def model_names() -> list[str]:
     """Configured model names (``custom`` is the carrier of hub ids and paths, not a model)."""
     return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml") if p.stem != "custom")
 
 
-def model_spec(name_or_path: str | dict) -> ModelSpec:
+def model_spec(name_or_path: str | dict[str, Any] | DictConfig | ListConfig) -> ModelSpec:
     """Resolve a config name, a config dict, a local directory or a hub id to a spec (no weights read)."""
-    if isinstance(name_or_path, dict) or OmegaConf.is_config(name_or_path):
-        d = OmegaConf.to_container(name_or_path, resolve=True) if OmegaConf.is_config(name_or_path) else dict(name_or_path)
+    if isinstance(name_or_path, (DictConfig, ListConfig)):
+        name_or_path = cast(dict[str, Any], OmegaConf.to_container(name_or_path, resolve=True))  # a model config
+    if isinstance(name_or_path, dict):
+        d = dict(name_or_path)
         if d.get("source") == "auto":  # conf/model/custom.yaml: resolve the path the user gave
             spec = model_spec(str(d["path"]))
             chat = d.get("chat_template_kwargs")
@@ -111,7 +125,7 @@ def check_model(spec: ModelSpec) -> None:
     """Raise ``ValueError`` (one line, what to do) when ``spec`` cannot load, without reading weights: a directory
     that is not a model, a hub id neither in the local cache nor reachable, a model package not installed."""
     if spec.source == "path":
-        config = Path(spec.path) / "config.json"
+        config = Path(spec.need("path")) / "config.json"
         if not config.is_file():
             raise ValueError(
                 f"model directory {spec.path!r} is not a model: it holds no config.json (give a directory written by "
@@ -120,13 +134,13 @@ def check_model(spec: ModelSpec) -> None:
         try:
             from transformers import AutoConfig
 
-            AutoConfig.from_pretrained(spec.path)
+            AutoConfig.from_pretrained(spec.need("path"))
         except Exception as exc:  # unreadable or unknown config.json: transformers raises several types
             raise ValueError(f"model directory {spec.path!r} is not a model transformers can load: {_first_line(exc)}") from exc
     elif spec.source == "hub":
         from huggingface_hub import try_to_load_from_cache
 
-        if isinstance(try_to_load_from_cache(spec.hub_id, "config.json"), str):
+        if isinstance(try_to_load_from_cache(spec.need("hub_id"), "config.json"), str):
             return  # in the local cache: loads offline too
         if _hub_kwargs(spec):
             raise ValueError(
@@ -138,7 +152,7 @@ def check_model(spec: ModelSpec) -> None:
         try:
             from transformers import AutoConfig
 
-            AutoConfig.from_pretrained(spec.hub_id)
+            AutoConfig.from_pretrained(spec.need("hub_id"))
         except Exception as exc:  # unknown, gated or private repository; network error
             raise ValueError(f"model {spec.hub_id!r} cannot be read from the hub: {_first_line(exc)}") from exc
     elif spec.source == "gguf_package":
@@ -147,7 +161,8 @@ def check_model(spec: ModelSpec) -> None:
             if (cached / "model.safetensors").exists() and (cached / "tokenizer_config.json").exists():
                 return  # de-quantised already: the package is no longer needed
             if spec.extra.get("gguf_parts"):
-                target = cache_dir() / "gguf" / str(spec.extra.get("gguf_sha256", "")).lower()[:12] / spec.gguf_file
+                sha = str(spec.extra.get("gguf_sha256", "")).lower()[:12]
+                target = cache_dir() / "gguf" / sha / spec.need("gguf_file")
                 if not target.exists():  # missing or truncated chunks, before any weights load
                     try:
                         _checked_parts(spec)
@@ -166,7 +181,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _package_dir(spec: ModelSpec) -> Path:
-    found = importlib.util.find_spec(spec.package)
+    found = importlib.util.find_spec(spec.need("package"))
     if found is None or not found.submodule_search_locations:
         hint = spec.install_hint or f"pip install {spec.package}"
         raise RuntimeError(f"model {spec.name!r} needs the package {spec.package!r}: run `{hint}`")
@@ -182,7 +197,7 @@ def context_window(spec: ModelSpec) -> int | None:
     try:
         from transformers import AutoConfig
 
-        ref = spec.path if spec.source == "path" else spec.hub_id
+        ref = spec.ref()
         cfg = AutoConfig.from_pretrained(ref, **_hub_kwargs(spec))
         cfg = getattr(cfg, "text_config", cfg)
         return getattr(cfg, "max_position_embeddings", None)
@@ -262,7 +277,7 @@ def _load_tokenizer(spec: ModelSpec):
         return tok
     if spec.source == "random":
         return _load_tokenizer(model_spec(spec.tokenizer or "smollm2-135m"))
-    return AutoTokenizer.from_pretrained(spec.path if spec.source == "path" else spec.hub_id, **_hub_kwargs(spec))
+    return AutoTokenizer.from_pretrained(spec.ref(), **_hub_kwargs(spec))
 
 
 def _is_split(spec: ModelSpec) -> bool:
@@ -343,7 +358,7 @@ def _assemble_split(spec: ModelSpec) -> Path:
     expected = str(spec.extra.get("gguf_sha256") or "").lower()
     if len(expected) != 64:
         raise ValueError(f"model {spec.name!r}: a split GGUF needs its gguf_sha256 (64 hex digits)")
-    target = cache_dir() / "gguf" / expected[:12] / spec.gguf_file
+    target = cache_dir() / "gguf" / expected[:12] / spec.need("gguf_file")
     stamp = target.with_name(target.name + ".sha256")
     if target.exists() and stamp.exists() and stamp.read_text().strip() == expected:
         return target
@@ -367,7 +382,7 @@ def _assemble_split(spec: ModelSpec) -> Path:
                         )
         else:
             _package_dir(spec)  # a clear install hint when the package is missing
-            package = importlib.import_module(spec.package)  # the assembler imports nothing heavy
+            package = importlib.import_module(spec.need("package"))  # the assembler imports nothing heavy
             package.assemble(output_path=tmp, overwrite=True)
         got = _sha256_file(tmp)
         if got != expected:
@@ -384,13 +399,13 @@ def gguf_path(spec: ModelSpec) -> Path:
     """The GGUF file of a ``gguf_package`` model (a split one is assembled and verified on first use)."""
     if _is_split(spec):
         return _assemble_split(spec)
-    return _package_dir(spec) / spec.gguf_file
+    return _package_dir(spec) / spec.need("gguf_file")
 
 
 def _gguf_cache_path(spec: ModelSpec) -> Path:
     if _is_split(spec):  # keyed by the verified content, so a cache hit needs neither the chunks nor the GGUF
         return cache_dir() / "models" / f"{spec.name}-{str(spec.extra['gguf_sha256']).lower()[:12]}"
-    gguf = _package_dir(spec) / spec.gguf_file
+    gguf = _package_dir(spec) / spec.need("gguf_file")
     stat = gguf.stat()
     key = hashlib.sha1(f"{gguf}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     return cache_dir() / "models" / f"{spec.name}-{key}"
@@ -465,7 +480,7 @@ def load_model(
     elif spec.source == "random":
         model = build_random_model(spec.arch, torch_dtype)
     else:
-        ref = spec.path if spec.source == "path" else spec.hub_id
+        ref = spec.ref()
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, **({"device_map": "auto"} if spread else {}),
                                                      **_hub_kwargs(spec))
     tokenizer = load_tokenizer(spec)

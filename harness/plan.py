@@ -12,7 +12,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -37,7 +37,7 @@ def _as_list(value) -> list:
 
 def config_keys() -> list[str]:
     """The top-level keys a run accepts: conf/config.yaml's own keys and its config groups (model, method, ...)."""
-    keys = {k for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")}
+    keys = {str(k) for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")}
     keys |= {p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"}
     return sorted(keys)
 
@@ -109,7 +109,7 @@ def load_task_config(name: str) -> DictConfig:
     path = CONF_DIR / "task" / f"{name}.yaml"
     if not path.exists():
         raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(task_config_names())}")
-    return OmegaConf.load(path)
+    return cast(DictConfig, OmegaConf.load(path))  # a task config is a mapping
 
 
 METHOD_KEYS = ("name", "method", "budget_policy", "safeguard", "params")
@@ -125,13 +125,13 @@ def build_method(mcfg) -> tuple[str, Any, str, float]:
     cls = mcfg.get("method", mcfg.get("name"))
     if cls not in available():
         raise UsageError(f"unknown method class {cls!r} in method config {mcfg.get('name')!r}; available: {', '.join(available())}")
-    params = mcfg.get("params")
-    params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+    raw = mcfg.get("params")
+    params = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True)) if raw is not None else {}
     accepted = method_params(cls)
     unknown = [k for k in params if accepted is not None and k not in accepted]
     if unknown:
         raise UsageError(f"method {mcfg.get('name')!r} has no parameter {unknown[0]!r}; its parameters: "
-                         f"{', '.join(accepted) or 'none'}")
+                         f"{', '.join(accepted or []) or 'none'}")
     try:
         method = make_method(cls, **params)
     except (TypeError, ValueError) as exc:
@@ -141,7 +141,7 @@ def build_method(mcfg) -> tuple[str, Any, str, float]:
 
 def ratios(cfg) -> list[float | None]:
     rs = _as_list(cfg.get("r"))
-    out = []
+    out: list[float | None] = []
     for r in rs:
         try:
             r = float(r)

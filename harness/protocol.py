@@ -167,7 +167,11 @@ def select_positions(
     if not method.compresses:
         return {i: [torch.arange(n, device=s.device)] * s.shape[0] for i, s in scores.items()}
     n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
-    kept = float(min(n, budget_tokens)) if budget_tokens is not None else n * (1.0 - r)
+    if budget_tokens is not None:
+        kept = float(min(n, budget_tokens))
+    else:
+        assert r is not None  # n_kept_for raised if neither was given
+        kept = n * (1.0 - r)
     n_layers = n_layers if n_layers is not None else max(scores, default=-1) + 1
     out = {}
     for i, s in scores.items():
@@ -234,7 +238,9 @@ def decode(
     _sync_all(model)
     t0 = time.perf_counter()
     alive = list(range(bsz))  # the original row of each batch row still decoding
-    first_s, row_s, steps = None, [None] * bsz, [0] * bsz
+    first_s: float | None = None
+    row_s: list[float | None] = [None] * bsz
+    steps = [0] * bsz
     with attention.masking(state):
         inputs = q
         for _ in range(max_new_tokens):

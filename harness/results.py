@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 try:  # POSIX; elsewhere claims and owner-based cleaning are off
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the optional-module idiom: checked for None before use
 
 KEY = ["run_id", "sample_id"]
 BOOK = ".kvbench"  # bookkeeping folder inside a results folder (hidden: readers skip it)
@@ -489,6 +489,7 @@ def _clean_writer(folder: Path, job: str, writer: str, who: str) -> list[str]:
     if keep:
         try:
             final = _merge(folder, job, writer, keep)
+            assert final is not None  # None only for no parts
             done.append(f"merged {len(keep)} part file(s) of a killed run ({who}) into {final.name}")
         except ResultsError:
             pass  # both names taken: the parts stay, every reader includes them

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,18 +59,19 @@ def group_by_context(records: list[Record]) -> "OrderedDict[str, list[Record]]":
 
 @dataclass
 class SweepRunner:
-    model: object
-    tokenizer: object
+    model: torch.nn.Module
+    tokenizer: Any
     cells: list[Cell]
     static: dict  # columns equal for every row of the run (model, versions, task name, ...)
     window: int | None = None  # model context window (prompt + answer tokens)
     max_context: int | None = None  # optional cap on context tokens
     decode_batch_size: int = 8
-    score: object = None  # callable(record, prediction) -> 0..100
-    extra_scores: object = None  # callable(record, prediction) -> {name: 0..100}, written as score_<name>
+    score: Callable[[Record, str], float] | None = None  # (record, prediction) -> 0..100
+    # (record, prediction) -> {name: 0..100}, written as score_<name>
+    extra_scores: Callable[[Record, str], dict[str, float]] | None = None
     # callable(rows, note): told during a context, so a progress bar moves inside it: (0, "prefill ...") before
     # each prefill, (k, "decoded i/n configurations") after each decode batch of k rows
-    progress: object = None
+    progress: Callable[[int, str], None] | None = None
 
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
@@ -119,8 +122,8 @@ class SweepRunner:
         """The questions of a context's records and the context, truncated to fit the longest of them."""
         questions = {r.sample_id: encode_question(self.tokenizer, r) for r in group}
         budgets = [self.context_budget(questions[r.sample_id].shape[-1], r) for r in group]
-        budgets = [b for b in budgets if b is not None]
-        return questions, encode_context(self.tokenizer, group[0], min(budgets) if budgets else None)
+        known = [b for b in budgets if b is not None]
+        return questions, encode_context(self.tokenizer, group[0], min(known) if known else None)
 
     def _run_shared(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
         questions, enc = self._encode_group(group)

@@ -122,7 +122,9 @@ class Method:
         return n_kept
 
     # Decoding-time behaviour (read by the engine); defaults are the prefill-only protocol.
-    rerotate: ClassVar[bool] = False  # StreamingLLM: re-rotate kept keys to positions 0..n_kept-1
+    # StreamingLLM: re-rotate kept keys to positions 0..n_kept-1 (a class default here, not a ClassVar: StreamingLLM
+    # makes it a parameter; Method is no dataclass, so its subclasses do not inherit it as a field)
+    rerotate: bool = False
 
     def decode_rule(self, n: int, n_kept: int) -> DecodeRule | None:
         """A fresh ``DecodeRule`` for one configuration decoded over a context of ``n`` tokens compressed to

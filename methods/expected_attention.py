@@ -95,6 +95,8 @@ class ExpectedAttention(Method):
     def statistics(self, layer: LayerInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per query head: ``mu'`` (H_q, d) and ``Sigma'`` (H_q, d, d) (None without covariance), i.e. the
         pre-RoPE query statistics over positions ``n_sink..n-1`` rotated by the average future rotation."""
+        # set by the engine for a method that declares needs_queries and needs_rotary
+        assert layer.queries is not None and layer.positions is not None and layer.rotary is not None
         n, s = layer.n, self.n_sink
         scale = layer.rope_scaling
         q_rot = layer.queries[:, s:].float()  # (H_q, m, d) post-RoPE
@@ -105,8 +107,8 @@ class ExpectedAttention(Method):
         f_cos, f_sin = layer.rotary(future)
         rot = rotation_matrix(f_cos.mean(dim=0), f_sin.mean(dim=0)) * scale  # (d, d), the tables' scale included
         mu = mu @ rot.T
-        cov = rot @ cov @ rot.T if self.use_covariance else None
-        return mu, cov
+        sigma = rot @ cov @ rot.T if self.use_covariance else None
+        return mu, sigma
 
     def score(self, layer: LayerInputs) -> torch.Tensor:
         n, s, h_kv = layer.n, self.n_sink, layer.n_kv_heads

@@ -66,9 +66,12 @@ def headline_rule(suite: str) -> Headline:
     """
     cls = suite_class(suite)
     fn = _static_headline(cls, suite)
-    if "counts" in inspect.signature(fn).parameters:
-        return lambda scores, counts=None: fn(scores, counts=counts)
-    return lambda scores, counts=None: fn(scores)
+    takes_counts = "counts" in inspect.signature(fn).parameters
+
+    def rule(scores: dict[str, float], counts: dict[str, int] | None = None) -> float:
+        return fn(scores, counts=counts) if takes_counts else fn(scores)
+
+    return rule
 
 
 def bucket_names(suite: str) -> dict[int, str]:

@@ -48,6 +48,7 @@ import operator
 import os
 import re
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -82,9 +83,13 @@ _KVPRESS_Q = {
 # ------------------------------------------------------------------------------------------ cloze parsing
 _MAX_SIZE = 100_000  # longest answer text, and longest str / bytes / list an answer may build
 _MAX_BITS = 100_000  # largest integer (in bits) constant arithmetic may build
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Invert: operator.invert, ast.Not: operator.not_}
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Invert: operator.invert, ast.Not: operator.not_,
+}
 _SEQ = (str, bytes, list, tuple)
 
 
@@ -141,13 +146,15 @@ def _value(node: ast.AST) -> Any:
                 raise _Unsupported("too large")
         return _sized(_BINOPS[type(node.op)](a, b))
     if isinstance(node, ast.JoinedStr):  # f-string of constants
-        parts = []
+        parts: list[str] = []
         for v in node.values:
             if isinstance(v, ast.Constant):
-                parts.append(v.value)
+                parts.append(str(v.value))  # the literal parts of an f-string are str
                 continue
+            assert isinstance(v, ast.FormattedValue)  # an f-string holds literal parts and replacement fields
             x = _value(v.value)
-            x = {115: str, 114: repr, 97: ascii}.get(v.conversion, lambda y: y)(x)
+            conversions: dict[int, Callable[[Any], Any]] = {115: str, 114: repr, 97: ascii}  # !s !r !a
+            x = conversions.get(v.conversion, lambda y: y)(x)
             spec = _value(v.format_spec) if v.format_spec is not None else ""
             if any(int(d) > _MAX_SIZE for d in re.findall(r"\d+", spec)):
                 raise _Unsupported("too large")

@@ -103,7 +103,8 @@ GUESS_METRICS = {False: "accuracy", True: "accuracy_guess", "reseed": "accuracy_
 def guess_mode(value: Any) -> bool | str:
     """``random_guess_on_fail`` as given (bool, or "true" / "false" / "reseed" from the command line)."""
     text = str(value).strip().lower() if value is not None else "false"
-    mode = {"false": False, "0": False, "true": True, "1": True, "reseed": "reseed"}.get(text)
+    modes: dict[str, bool | str] = {"false": False, "0": False, "true": True, "1": True, "reseed": "reseed"}
+    mode = modes.get(text)
     if mode is None:
         raise ValueError(f"random_guess_on_fail must be false, true or reseed (got {value})")
     return mode
@@ -320,7 +321,10 @@ class MMLUPro(Task):
         if not task_scores:
             return 0.0
         weights = counts if counts is not None else {task_name(c): n for c, n in FULL_TEST_COUNTS.items()}
-        w = {t: weights.get(t, weights.get(category_of(t))) for t in task_scores}
-        if any(not x for x in w.values()):  # a category without a weight: plain mean, nothing dropped
-            return sum(task_scores.values()) / len(task_scores)
+        w: dict[str, int] = {}
+        for t in task_scores:
+            x = weights.get(t, weights.get(category_of(t)))
+            if not x:  # a category without a weight: plain mean, nothing dropped
+                return sum(task_scores.values()) / len(task_scores)
+            w[t] = x
         return sum(v * w[t] for t, v in task_scores.items()) / sum(w.values())

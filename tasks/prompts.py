@@ -55,7 +55,8 @@ def largest_fitting(count: Callable[[int], int], budget: int, lo: int, guess: in
     def clamp(n: int) -> int:
         return max(lo, n if cap is None else min(cap, n))
 
-    good = bad = None
+    good: int | None = None
+    bad: int | None = None
     tg = tb = 0
     n, bisect_next = clamp(guess), False
     for _ in range(200):
@@ -83,6 +84,7 @@ def largest_fitting(count: Callable[[int], int], budget: int, lo: int, guess: in
             per = slope or max(1e-6, tg / max(1, good))
             n = clamp(good + max(1, int((budget - tg) / per) + 1))
         else:  # only overflowing sizes so far: step down
+            assert bad is not None  # every count is within the budget or over it
             per = slope or max(1e-6, tb / max(1, bad))
             n = clamp(bad - max(1, int((tb - budget) / per) + 1))
     return good

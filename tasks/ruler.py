@@ -279,7 +279,8 @@ def niah_sample(cfg: dict[str, Any], n: int, rng: random.Random, essay_words: li
     head, question, prefix = niah_templates(cfg, query)
     context = head + haystack
 
-    answer_spans, other_spans = [], []
+    answer_spans: list[list[int]] = []
+    other_spans: list[list[int]] = []
     for text, ki in needles:
         span = _find_span(context, text, len(head))
         (answer_spans if ki in indices else other_spans).append(span)
@@ -615,11 +616,16 @@ class Ruler(Task):
             def make(k: int, idx: Any) -> Sample:
                 return qa_sample(data, idx, k, _rng(seed, task, idx))
 
-            wanted = [i for i in (indices if indices is not None else range(n_samples)) if i < gen.n_available]
+            n_available = gen.n_available
+            assert n_available is not None  # set for QA
+            wanted = [i for i in (indices if indices is not None else range(n_samples)) if i < n_available]
             probe_idx: Any = 0
         else:
+            make_unit = gen.make
+            assert make_unit is not None  # None only for QA
+
             def make(k: int, idx: Any) -> Sample:
-                return gen.make(k, _rng(seed, task, idx))
+                return make_unit(k, _rng(seed, task, idx))
 
             wanted = list(indices if indices is not None else range(n_samples))
             probe_idx = "probe"

@@ -133,8 +133,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
         return pq.read_table(path).to_pylist()
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
         return data
@@ -262,7 +262,7 @@ def _squad_from_rows(rows: list[dict[str, Any]]) -> QAData:
         paras = articles.setdefault(r.get("title", ""), [])
         if r["context"] not in paras:
             paras.append(r["context"])
-    data = {"data": []}
+    data: dict[str, list[dict]] = {"data": []}
     by_title: dict[str, dict] = {}
     for r in rows:
         title = r.get("title", "")
@@ -325,6 +325,7 @@ def _read_hotpot(p: Path) -> QAData:
 
 def load_qa(which: str, path: str | None, dirs: list[Path], use_hub: bool = True) -> QAData:
     """SQuAD v2 dev (``which="squad"``) or HotpotQA dev distractor (``"hotpotqa"``)."""
+    hub: tuple[str, str | None, str]  # (hub id, config, split)
     if which == "squad":
         names, reader, hub = SQUAD_FILES, _read_squad, (SQUAD_HUB_ID, None, "validation")
         what = ("SQuAD v2 dev: put dev-v2.0.json (https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v2.0.json, "

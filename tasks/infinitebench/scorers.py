@@ -123,7 +123,9 @@ def score_code_debug(pred: str, answers: list[str]) -> bool:
     if pred.startswith(letter) or pred.startswith(fn_name):
         return True
     rest = _after_prefix(pred, ["answer is:", "is:", "answer:", "correct option is:"])
-    return bool(rest) and (rest.startswith(letter) or rest.startswith(fn_name))
+    if not rest:
+        return False
+    return rest.startswith(letter) or rest.startswith(fn_name)
 
 
 def score_choice(pred: str, answers: list[str]) -> bool:
