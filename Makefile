@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint tables figures regress regress-update bench gemma qwen qwen15 clean
+.PHONY: install demo test lint tables figures regress regress-update bench gemma qwen qwen15 clean
 
 install: $(STAMP)
 
