@@ -82,7 +82,8 @@ class Rescore(DecodeRule):
 def check_key_only(method: Method) -> None:
     """A ValueError unless ``method`` scores from the cached keys alone (no queries, no rotary embedding)."""
     if method.needs_queries or method.needs_rotary:
-        need = "the prefill's queries" if method.needs_queries else "the rotary embedding"
+        need = " and ".join(what for what, flag in (("the prefill's queries", method.needs_queries),
+                                                     ("the rotary embedding", method.needs_rotary)) if flag)
         raise ValueError(f"{method.name}: decode_rescore_every needs a key-only method, but this one scores with "
                          f"{need}")
 
