@@ -117,7 +117,8 @@ def run_turns(runner, group: list[Record], cells: list[Cell], done: set[tuple[st
         ids, n = enc.context_ids, enc.context_ids.shape[-1]
         if aware:
             ids = torch.cat([ids, encode_question(runner.tokenizer, first)], dim=-1)
-        runner._report(0, f"prefill {ids.shape[-1]} tokens" + (" (query-aware, first question in view)" if aware else ""))
+        note = " (query-aware, first question in view)" if aware else ""
+        runner._report(0, f"prefill {ids.shape[-1]} tokens{note}")
         pre, prefill_peak = runner._prefill(ids, part)
         pre = step.restrict(pre, ids, n)
         for cell in part:

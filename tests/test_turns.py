@@ -90,15 +90,16 @@ def _run(model, tok, recs, name="full", r=0.0, decode_budget="fixed"):
     return ctx_ids, converse(step, cell, step.compress(cell, pre), recs)
 
 
-@pytest.mark.parametrize("ending", ["limit", "eos"])
-def test_turn_two_sees_turn_one_question_and_answer(tmp_path, smollm_tokenizer, monkeypatch, ending):
+@pytest.mark.parametrize("arch, ending", [("llama", "limit"), ("llama", "eos"), ("gemma3", "limit")])
+def test_turn_two_sees_turn_one_question_and_answer(tmp_path, smollm_tokenizer, monkeypatch, arch, ending):
     """At r = 0: before turn 2's follow-up the cache holds context + question 1 + answer 1 (the answer's last token,
     when the limit ended it, is fed first in turn 2), and turn 2's answer is greedy decoding (model.generate) of
     the whole conversation context + q1 + a1 + follow-up as one sequence. ``eos``: turn 1 ends on an EOS token,
-    which is not in the cache (the template's end of turn, in the follow-up, closes the answer)."""
+    which is not in the cache (the template's end of turn, in the follow-up, closes the answer). Gemma 3: sliding
+    window layers (window 32) keep their window across turns."""
     from harness.protocol import encode_question
 
-    tok, model = smollm_tokenizer, tiny_model("llama")
+    tok, model = smollm_tokenizer, tiny_model(arch)
     recs = _conversation(tmp_path, tok)
     _no_eos(monkeypatch)
     if ending == "eos":  # the 3rd token turn 1 generates without EOS becomes the EOS
@@ -112,7 +113,7 @@ def test_turn_two_sees_turn_one_question_and_answer(tmp_path, smollm_tokenizer, 
 
     def spy(model, tokenizer, contexts, question_ids, *a, session=None, **k):
         if session:
-            calls.append((session["cache"].layers[0].keys.shape[-2], question_ids.clone()))
+            calls.append((session["cache"].layers[-1].keys.shape[-2], question_ids.clone()))  # a global layer
         return real(model, tokenizer, contexts, question_ids, *a, session=session, **k)
 
     monkeypatch.setattr("harness.configstep.decode", spy)
@@ -165,6 +166,25 @@ def test_turn_one_of_a_conversation_is_the_single_question_answer(tmp_path, smol
     assert sorted((r["run_id"], r["turn"]) for r in again) == sorted((r["run_id"], 3) for r in first)
     want = {(r["run_id"], r["sample_id"]): r["prediction"] for r in multi}
     assert all(r["prediction"] == want[(r["run_id"], r["sample_id"])] for r in again)
+
+
+def test_chunks_of_turns_and_query_aware_conversations(tmp_path, smollm_tokenizer, monkeypatch):
+    """turns=2 over 3 questions: conversations (q0, q1) and (q2). Query-aware at r = 0 keeps the whole context (the
+    first question is in view when scoring, never in the cache), so every turn answers as query-agnostic does."""
+    from harness.sweep import SweepRunner
+
+    _no_eos(monkeypatch)
+    tok, model = smollm_tokenizer, tiny_model("llama")
+    recs = _conversation(tmp_path, tok, n_queries=3)
+    plain = SweepRunner(model, tok, _cells([("snapkv", 0.0)], False), {"model": "tiny"}, turns=2).run_group(recs, set())
+    aware = SweepRunner(model, tok, _cells([("snapkv", 0.0)], True), {"model": "tiny"}, turns=2).run_group(recs, set())
+    assert [(r["sample_id"], r["turn"], r["turns"]) for r in plain] == [
+        (recs[0].sample_id, 1, "2"), (recs[1].sample_id, 2, "2"), (recs[2].sample_id, 1, "2")]
+    assert [r["prediction"] for r in aware] == [r["prediction"] for r in plain]
+    assert all(r["query_aware"] for r in aware) and all(r["decode_batch_size"] == 1 for r in plain)
+    # turn 1 of the second conversation starts again from the compressed context: as the first question did
+    single = SweepRunner(model, tok, _cells([("snapkv", 0.0)], False), {"model": "tiny"}).run_group(recs, set())
+    assert plain[2]["prediction"] == single[2]["prediction"]
 
 
 def test_a_decode_rule_runs_through_every_turn(tmp_path, smollm_tokenizer, monkeypatch):
