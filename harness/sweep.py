@@ -246,8 +246,9 @@ class SweepRunner:
             "peak_mem_bytes": int(peak),
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
-        if cell.decode_budget != "fixed":  # recorded only when not the default (as in run_id)
-            row["decode_budget"] = cell.decode_budget
+        budget = getattr(cell, "decode_budget", "fixed")
+        if budget != "fixed":  # recorded only when not the default (as in run_id)
+            row["decode_budget"] = budget
         if self.extra_scores:
             row.update({f"score_{k}": float(v) for k, v in self.extra_scores(rec, scored).items()})
         for key in ("depth", "needle_start", "needle_end", "query_index"):
