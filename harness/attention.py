@@ -143,6 +143,16 @@ class Rules:
 
     rules: dict[int, DecodeRule]  # batch row -> its configuration's rule
     valid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H_kv, L + m) entry validity
+    # layer -> the step's cached (keys, values), each (B, H_kv, L + m, d), kept only while a rule needs them
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def entries(self, idx: int, b: int) -> dict:
+        """The keyword arguments of ``rule.evict`` for row ``b`` at layer ``idx``: its cached keys and values when
+        its rule declares ``needs_kv`` (``DecodeRule``), nothing otherwise."""
+        if not self.rules[b].needs_kv or idx not in self.kv:
+            return {}
+        keys, values = self.kv[idx]
+        return {"keys": keys[b], "values": values[b]}
 
 
 @dataclass
@@ -162,7 +172,8 @@ class Masking:
             return
         for idx, valid in self.rules.valid.items():
             for b, rule in self.rules.rules.items():
-                valid[b] = rule.evict(idx, valid[b])
+                valid[b] = rule.evict(idx, valid[b], **self.rules.entries(idx, b))
+        self.rules.kv.clear()
 
 
 def scoring(methods: dict[str, Method], layers: set[int] | None = None, rotary_emb=None):
@@ -201,6 +212,8 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
         grow = kv_len - rs.valid[idx].shape[-1]
         rs.valid[idx] = torch.cat([rs.valid[idx], rs.valid[idx].new_ones(bsz, h_kv, grow)], dim=-1)
         valid = rs.valid[idx]
+        if any(rule.needs_kv for rule in rs.rules.values()):  # for the rules' evict after this step
+            rs.kv[idx] = (key, value)
     if valid is not None:
         allowed &= valid[:, :, None, :]
     groups = query.shape[1] // h_kv

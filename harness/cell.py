@@ -25,6 +25,7 @@ class Cell:
     policy: str
     safeguard: float
     query_aware: bool = False
+    decode_budget: str = "fixed"  # the cache budget while decoding, for a method with a decode rule (fixed | ratio)
     run_id: str = ""
     config_json: str = ""
 
@@ -34,7 +35,9 @@ class Cell:
         return f"{self.method.name}:{json.dumps(self.method.params(), sort_keys=True, default=str)}"
 
     def identity(self) -> dict:
-        return {
+        """What defines the cell's results; ``decode_budget`` only when it is not the default ``fixed``, so the run
+        ids of configurations from before it existed stay as they were."""
+        out = {
             "method": self.label,
             "method_class": self.method.name,
             "method_params": self.method.params(),
@@ -44,6 +47,9 @@ class Cell:
             "safeguard": self.safeguard,
             "query_aware": self.query_aware,
         }
+        if self.decode_budget != "fixed":
+            out["decode_budget"] = self.decode_budget
+        return out
 
     def bind(self, run_context: dict) -> "Cell":
         """Fix run_id = hash of the resolved configuration (minus output paths and sample counts)."""

@@ -82,7 +82,7 @@ class ConfigStep:
 
     def rule(self, cell: Cell, n: int) -> DecodeRule | None:
         """A fresh decode rule for ``cell`` over an n-token context (None for prefill-only methods)."""
-        return decode_rule(cell.method, n, cell.r, cell.budget_tokens)
+        return decode_rule(cell.method, n, cell.r, cell.budget_tokens, cell.decode_budget)
 
     def compress(self, cell: Cell, pre: Prefilled, kept: dict[int, list[torch.Tensor]] | None = None
                  ) -> CompressedContext:
@@ -101,10 +101,12 @@ class ConfigStep:
         stop_strings: list[str] | None = None,
         eos: set[int] | None = None,
         timing: dict | None = None,
+        session: dict | None = None,
     ) -> tuple[list[str], list[int], float]:
         """Greedy decode of one question over ``contexts[b]``, the compressed cache of ``cells[b]``, as one batch
         (``protocol.decode``; each row runs its cell's decode rule). Returns (predictions, generated token
-        counts, seconds); ``timing`` (optional) is filled as ``protocol.decode`` fills it."""
-        rules = [self.rule(c, ctx.n_context) for c, ctx in zip(cells, contexts)]
+        counts, seconds); ``timing`` (optional) is filled as ``protocol.decode`` fills it. ``session`` (one cell):
+        a conversation's turns decoded one after the other on one cache (``protocol.decode``, harness/turns.py)."""
+        rules = [self.rule(c, ctx.n_context) for c, ctx in zip(cells, contexts)] if not session else None
         return decode(self.model, self.tokenizer, contexts, question_ids, max_new_tokens, stop_strings, rules, eos,
-                      timing=timing)
+                      timing=timing, session=session)

@@ -33,12 +33,14 @@ def method_config_names() -> list[str]:
 
 
 def method_params(cls_name: str) -> list[str] | None:
-    """The parameters a method class accepts (its dataclass fields), or None when it is not a dataclass."""
+    """The parameters a method class accepts (its dataclass fields, in its ``__init__``'s order: keyword-only ones
+    such as ``decode_rescore_every`` last), or None when it is not a dataclass."""
     available()  # registers the method modules
     cls = METHODS[cls_name]
     if not dataclasses.is_dataclass(cls):
         return None
-    return [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    return [f.name for f in fields if not f.kw_only] + [f.name for f in fields if f.kw_only]
 
 
 # ----------------------------------------------------------------------------------------------- overrides

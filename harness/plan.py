@@ -162,6 +162,34 @@ def budgets(cfg) -> list[int]:
     return out
 
 
+def runs_decode_rule(method) -> bool:
+    """Whether configurations of ``method`` run a decode rule (``Method.decode_rule``; the reference never does)."""
+    return bool(method.compresses) and method.decode_rule(2, 1) is not None
+
+
+def decode_budget(cfg) -> str:
+    from methods.base import DECODE_BUDGETS
+
+    value = cfg.get("decode_budget", "fixed")
+    if value not in DECODE_BUDGETS:
+        raise UsageError(f"decode_budget must be fixed (a decode rule keeps each head at the budget compression gave "
+                         f"it) or ratio (that fraction of every token seen), got {value!r}")
+    return str(value)
+
+
+def parse_turns(value) -> int | str:
+    """``turns``: 1 (default), an integer k >= 2, or ``multi`` (docs/protocol.md, "Multi-turn conversations")."""
+    if value is None:
+        return 1
+    if isinstance(value, str) and value.strip() == "multi":
+        return "multi"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise UsageError(f"turns must be a positive integer (k questions of a context asked as successive turns of one "
+                     f"conversation; 1: each question on its own) or multi (all of a context's questions), got "
+                     f"{value!r}")
+
+
 def build_cells(cfg) -> list[Cell]:
     _not_empty(cfg, "methods", f"give one or more of: {', '.join(method_config_names())} (or leave methods unset "
                                f"and give method=<name>)")
@@ -176,6 +204,7 @@ def build_cells(cfg) -> list[Cell]:
     policy_override = cfg.get("budget_policy")
     if policy_override not in (None, "uniform", "adaptive"):
         raise UsageError(f"budget_policy must be uniform or adaptive, got {policy_override!r}")
+    budget_mode = decode_budget(cfg)
     qas = _as_list(cfg.get("query_aware")) or [False]
     for qa in qas:
         if not isinstance(qa, bool):
@@ -190,8 +219,9 @@ def build_cells(cfg) -> list[Cell]:
             if not method.compresses:  # the reference: one configuration whatever the ratios
                 cells.append(Cell(label, method, 0.0, None, "uniform", safeguard, qa))
                 continue
-            cells += [Cell(label, method, r, None, policy, safeguard, qa) for r in rs]
-            cells += [Cell(label, method, None, b, policy, safeguard, qa) for b in bs]
+            mode = budget_mode if runs_decode_rule(method) else "fixed"  # no rule: nothing to keep at a budget
+            cells += [Cell(label, method, r, None, policy, safeguard, qa, mode) for r in rs]
+            cells += [Cell(label, method, None, b, policy, safeguard, qa, mode) for b in bs]
     return cells
 
 
@@ -204,6 +234,7 @@ class Plan:
     task_params: dict
     cells: list[Cell]
     shard: tuple[int, int] | None = None  # (i, n): this job runs the contexts with shard_of(context_id, n) == i
+    turns: int | str = 1  # questions per conversation (parse_turns)
 
 
 def build_task(tcfg) -> tuple[str, Task, dict]:
@@ -337,4 +368,4 @@ def make_plan(cfg) -> Plan:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     check_run_options(cfg)
-    return Plan(spec, window, task_name, task, task_params, cells, shard)
+    return Plan(spec, window, task_name, task, task_params, cells, shard, parse_turns(cfg.get("turns", 1)))

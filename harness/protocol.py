@@ -121,12 +121,15 @@ def kept_budget(method: Method, n: int, r: float | None, budget_tokens: int | No
     return n if not method.compresses else n_kept_for(n, r=r, budget_tokens=budget_tokens)
 
 
-def decode_rule(method: Method, n: int, r: float | None, budget_tokens: int | None) -> DecodeRule | None:
+def decode_rule(method: Method, n: int, r: float | None, budget_tokens: int | None,
+                decode_budget: str = "fixed") -> DecodeRule | None:
     """A fresh decode rule for one configuration (``decode``'s ``rules`` entries), as its method declares it
-    (``Method.decode_rule``); None for prefill-only methods."""
+    (``Method.decode_rule``), keeping the cache within ``decode_budget`` (``DecodeRule.configure``: fixed or
+    ratio); None for prefill-only methods."""
     if not method.compresses:
         return None
-    return method.decode_rule(n, kept_budget(method, n, r, budget_tokens))
+    rule = method.decode_rule(n, kept_budget(method, n, r, budget_tokens))
+    return rule.configure(decode_budget, n) if rule is not None else None
 
 
 def has_decode_rule(method: Method, n: int = 2) -> bool:
@@ -211,6 +214,7 @@ def decode(
     rules: list[DecodeRule | None] | None = None,
     eos: set[int] | None = None,
     timing: dict | None = None,
+    session: dict | None = None,
 ) -> tuple[list[str], list[int], float]:
     """Greedy decoding of one question over several compressed contexts at once (one batch row each).
 
@@ -221,12 +225,19 @@ def decode(
     generated token counts, seconds). ``timing``, when given, is filled with ``first_token_s`` (the first step:
     the question part and the first generated token), per row ``row_s`` (seconds until the row ended), ``steps``
     (its forward steps, the ending EOS included) and ``ended`` (True: EOS or a stop string; False: it ran to
-    ``max_new_tokens``); ``generation_stats`` turns them into a row's columns."""
+    ``max_new_tokens``); ``generation_stats`` turns them into a row's columns. ``session`` (a batch of one row,
+    harness/turns.py): an empty dict starts a conversation, which ``decode`` leaves in it (``cache``, ``state``
+    with the rule's validity, ``generated`` ids); a later call with that dict continues from that cache, its
+    ``question_ids`` fed after every token already there (``contexts`` and ``rules`` are then unused)."""
     device = next(model.parameters()).device
     ev = None
     if rules and any(rule is not None for rule in rules):
         ev = attention.Rules({b: rule for b, rule in enumerate(rules) if rule is not None})
-    cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
+    if session:  # a conversation's next turn: the cache as its last turn left it
+        cache, state = session["cache"], session["state"]
+        starts = state.appended[:, -1] + 1
+    else:
+        cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
     bsz = len(contexts)
     eos = eos_ids(model, tokenizer) if eos is None else set(eos)
     stops = [s for s in (stop_strings or []) if s]
@@ -277,6 +288,8 @@ def decode(
                 alive = [alive[j] for j in keep]
     _sync_all(model)
     seconds = time.perf_counter() - t0
+    if session is not None:
+        session.update(cache=cache, state=state, generated=generated)
     if timing is not None:
         timing.update(first_token_s=first_s if first_s is not None else seconds, steps=steps, ended=list(done),
                       row_s=[seconds if t is None else t for t in row_s])

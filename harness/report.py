@@ -12,7 +12,8 @@ Conventions (docs/results.md, "How the tables read rows")
 - The full-cache reference is the column ``reference`` (harness/rows.py: the method class's ``compresses``, the
   rule the engine uses); its ``r`` becomes 0.0 whatever the rows say.
 - A *variant* is the method label, extended only where the label alone would merge different settings:
-  `` (query-aware)`` when ``query_aware`` is true, ``[B=<n>]`` for fixed token budgets, ``/<policy>`` when one
+  `` (query-aware)`` when ``query_aware`` is true, ``[B=<n>]`` for fixed token budgets, ``[decode_budget=ratio]``
+  when a decode rule kept the cache at a ratio of the tokens seen, ``/<policy>`` when one
   label was run with several budget policies, ``#<hash>`` when one label was run with several
   ``method_params``, ``[safeguard=<s>]`` when it was run with several safeguards. ``variants(df)`` lists what
   each label stands for.
@@ -74,7 +75,7 @@ def _canon_params(v) -> str:
 # --------------------------------------------------------------------------------------------- run settings
 # config_json keys that the variant label already covers (or that cannot split a model): not run settings
 VARIANT_KEYS = frozenset({"model", "method", "method_class", "method_params", "r", "budget_tokens", "budget_policy",
-                          "query_aware", "safeguard"})
+                          "query_aware", "safeguard", "decode_budget"})
 SETTING_COLUMNS = ("model_source", "dtype", "attn_impl")  # row columns that are run settings too
 SETTING_ORDER = ("dtype", "seed", "max_new_tokens", "max_context", "attn_impl", "model_source", "task")
 
@@ -223,6 +224,10 @@ def _variant_labels(df: pd.DataFrame) -> pd.Series:
         bt = pd.to_numeric(df["budget_tokens"], errors="coerce")
         has = bt.notna() & compressed
         label = label.where(~has, label + "[B=" + bt.fillna(0).astype("int64").astype(str) + "]")
+    if "decode_budget" in df:  # recorded only when not the default (fixed)
+        db = df["decode_budget"].astype(object)
+        has = db.notna() & (db != "fixed") & compressed
+        label = label.where(~has, label + "[decode_budget=" + db.astype(str) + "]")
     if "query_aware" in df:
         qa = df["query_aware"].astype(object).map(lambda v: bool(v) if v is not None and v == v else False)
         label = label.where(~(qa & compressed), label + " (query-aware)")

@@ -18,11 +18,13 @@ from harness.sweep import SweepRunner, device_name, git_commit, group_by_context
 
 def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
     """The parts of the resolved configuration that define results (hashed into run_id, with the cell). The
-    model's chat-template variables only when it has some (Qwen3: thinking off), so the run_ids of models
-    without any stay as they were."""
+    model's chat-template variables only when it has some (Qwen3: thinking off), and ``turns`` only when it is not
+    1, so the run_ids of runs without them stay as they were."""
     chat = {"chat_template_kwargs": plan.model.chat_template_kwargs} if plan.model.chat_template_kwargs else {}
+    turns = {"turns": plan.turns} if plan.turns != 1 else {}
     return {
         **chat,
+        **turns,
         "model": plan.model.name,
         "model_source": plan.model.hub_id or plan.model.path or plan.model.package or plan.model.source,
         "dtype": dtype,
@@ -84,7 +86,7 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     runner = SweepRunner(
         model, tokenizer, cells, static, window=plan.window, max_context=cfg.get("max_context"),
         decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
-        extra_scores=plan.task.extra_scores,
+        extra_scores=plan.task.extra_scores, turns=plan.turns,
     )
     groups = group_by_context(data.records)
     if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)

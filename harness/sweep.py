@@ -22,6 +22,7 @@ from harness.cell import Cell
 from harness.configstep import ConfigStep, Prefilled
 from harness.memory import model_devices, peak_bytes, reset_peak
 from harness.protocol import encode_context, encode_question, generation_stats, has_decode_rule, kept_budget
+from harness.turns import run_turns
 from tasks.chat import chat_kwargs, kwargs_json, strip_thinking
 from tasks.records import Record
 
@@ -72,6 +73,7 @@ class SweepRunner:
     # callable(rows, note): told during a context, so a progress bar moves inside it: (0, "prefill ...") before
     # each prefill, (k, "decoded i/n configurations") after each decode batch of k rows
     progress: Callable[[int, str], None] | None = None
+    turns: int | str = 1  # 1: each question on its own; k or "multi": conversations (harness/turns.py)
 
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
@@ -99,6 +101,8 @@ class SweepRunner:
         """All configurations of one context: returns the new rows."""
         rows: list[dict] = []
         todo = [c for c in self.cells if any((c.run_id, r.sample_id) not in done for r in group)]
+        if self.turns != 1:  # the questions as turns of conversations
+            return run_turns(self, group, todo, done)
         shared = [c for c in todo if not c.query_aware]
         if shared:
             rows += self._run_shared(group, shared, done)
@@ -245,6 +249,9 @@ class SweepRunner:
             "peak_mem_bytes": int(peak),
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
+        budget = getattr(cell, "decode_budget", "fixed")
+        if budget != "fixed":  # recorded only when not the default (as in run_id)
+            row["decode_budget"] = budget
         if self.extra_scores:
             row.update({f"score_{k}": float(v) for k, v in self.extra_scores(rec, scored).items()})
         for key in ("depth", "needle_start", "needle_end", "query_index"):

@@ -16,7 +16,9 @@ declarations and never a method's name or its own parameters.
 - ``layer_budget(n, n_kept, kept, layer, n_layers)``: entries each KV head of layer ``layer`` keeps (default: the
   uniform ``n_kept`` of docs/methods.md); the uniform and adaptive policies then apply within the layer.
 - ``decode_rule(n, n_kept)``: a ``DecodeRule`` the engine runs while decoding one configuration (default none:
-  prefill-only). ``rerotate``: kept keys are re-rotated to cache positions.
+  prefill-only; a rule declaring ``needs_kv`` gets the cached keys and values at ``evict``, and every rule keeps
+  the cache within ``DecodeRule.limit``, the protocol's ``decode_budget``). ``rerotate``: kept keys are
+  re-rotated to cache positions.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class LayerInputs:
         return per_query_head.reshape(h_kv, -1, *per_query_head.shape[1:]).mean(dim=1)
 
 
+DECODE_BUDGETS = ("fixed", "ratio")  # the protocol's decode_budget settings (docs/protocol.md)
+
+
 class DecodeRule:
     """Decode-time behaviour of one configuration (one batch row), declared by its method (``decode_rule``)
     and run by the engine (``harness.attention``) while the question and answer are decoded.
@@ -79,7 +84,38 @@ class DecodeRule:
     after each full step ``evict``. Entries are in position order: the kept context entries (padding of the
     batch at the end of the context part is invalid), then the appended question/answer tokens. While a
     batch holds a row with a rule, the engine computes that batch's attention with an explicit softmax.
+
+    A rule that declares ``needs_kv`` also gets the cached keys and values of its row at ``evict`` (a rule that
+    re-scores the cache from its keys, ``methods.rescore``). In a multi-turn conversation (docs/protocol.md) one
+    rule instance runs through every turn: ``start`` is called once, and the later turns' tokens are appended
+    entries like the first turn's.
+
+    How many entries a head may hold while decoding is the protocol's ``decode_budget`` (``configure``, set by
+    the engine; ``limit`` computes it): ``fixed`` (default) keeps each head at the budget compression gave it,
+    ``ratio`` lets it grow with the tokens seen, ``floor(b * (n + m) / n)`` for a head given ``b`` of the ``n``
+    context tokens once ``m`` tokens were appended (the fraction kept at compression, about ``1 - r``, of every
+    token seen).
     """
+
+    needs_kv: ClassVar[bool] = False  # evict also gets the row's cached keys and values
+    decode_budget: str = "fixed"  # "fixed" | "ratio" (``configure``)
+    n_context: int = 0  # context tokens prefilled (n), the base of the ratio budget
+
+    def configure(self, decode_budget: str = "fixed", n_context: int = 0) -> "DecodeRule":
+        """Set the budget semantics (``DECODE_BUDGETS``) over an ``n_context``-token context; returns the rule."""
+        if decode_budget not in DECODE_BUDGETS:
+            raise ValueError(f"decode_budget must be one of {', '.join(DECODE_BUDGETS)}, got {decode_budget!r}")
+        if decode_budget == "ratio" and n_context < 1:
+            raise ValueError("decode_budget=ratio needs the context length (n_context >= 1)")
+        self.decode_budget, self.n_context = decode_budget, int(n_context)
+        return self
+
+    def limit(self, budget: torch.Tensor, appended: int) -> torch.Tensor:
+        """(H_kv,) entries each head may hold now: its compression ``budget`` (fixed), or
+        ``floor(budget * (n + appended) / n)`` (ratio), ``appended`` the tokens fed after the context so far."""
+        if self.decode_budget != "ratio":
+            return budget
+        return torch.div(budget * (self.n_context + appended), self.n_context, rounding_mode="floor")
 
     def start(self, layer: int, scores: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
               first_position: int) -> None:
@@ -90,8 +126,11 @@ class DecodeRule:
         """attention: (H_kv, T) attention each entry got in this step, summed over the step's queries and
         averaged over each KV head's query heads; seen: (H_kv, T) how many of the step's queries saw it."""
 
-    def evict(self, layer: int, valid: torch.Tensor) -> torch.Tensor:
-        """(H_kv, T) validity after this step -> the new validity (entries set False are dropped)."""
+    def evict(self, layer: int, valid: torch.Tensor, keys: torch.Tensor | None = None,
+              values: torch.Tensor | None = None) -> torch.Tensor:
+        """(H_kv, T) validity after this step -> the new validity (entries set False are dropped). ``keys``,
+        ``values``: (H_kv, T, d) the row's cached entries (post-RoPE keys), given only to a rule that declares
+        ``needs_kv``."""
         return valid
 
 

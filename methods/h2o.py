@@ -25,7 +25,8 @@ from methods.base import DecodeRule, LayerInputs, Method
 class H2OEviction(DecodeRule):
     """H2O's online form (docs/methods.md): while decoding, every new token's attention row is added to the
     accumulated scores, and once a head holds more valid entries than it was given at compression (its budget:
-    ``n_kept`` under a uniform budget, its share of the layer's budget under an adaptive one) the lowest-scoring
+    ``n_kept`` under a uniform budget, its share of the layer's budget under an adaptive one; with the protocol's
+    ``decode_budget=ratio`` that budget grows with the tokens seen, ``DecodeRule.limit``) the lowest-scoring
     entries outside the ``recent`` most recent ones are evicted (masked out: the logical cache stays at its
     budget). With ``normalize`` entries are ranked by ``acc / seen`` (mean attention per query that saw them).
     One instance per configuration (batch row); state per layer, (H_kv, T) over the row's entries."""
@@ -33,11 +34,13 @@ class H2OEviction(DecodeRule):
     recent: int  # most recent valid entries never evicted
     normalize: bool = False
     budget: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (H_kv,) entries each head keeps
+    slots: dict[int, int] = field(default_factory=dict)  # layer -> context slots (entries before the appended ones)
     acc: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (H_kv, T) accumulated attention F
     seen: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (H_kv, T) queries that saw each entry
 
     def start(self, layer, scores, positions, valid, first_position) -> None:
         self.budget[layer] = valid.sum(-1)  # each head's budget is what compression gave it
+        self.slots[layer] = valid.shape[-1]
         # prefill queries that saw each context entry: n - j (the first appended token sits at position n)
         self.seen[layer] = (first_position - positions).clamp(min=1).to(scores.dtype)
         # the raw sums F(j): normalised prefill scores are F(j) / (n - j)
@@ -51,8 +54,9 @@ class H2OEviction(DecodeRule):
         self.acc[layer] += attention
         self.seen[layer] += seen
 
-    def evict(self, layer, valid) -> torch.Tensor:
-        excess = valid.sum(-1) - self.budget[layer]  # (H_kv,)
+    def evict(self, layer, valid, keys=None, values=None) -> torch.Tensor:
+        appended = valid.shape[-1] - self.slots.get(layer, valid.shape[-1])
+        excess = valid.sum(-1) - self.limit(self.budget[layer], appended)  # (H_kv,)
         if int(excess.max()) <= 0:
             return valid
         # entries are in position order (context, then appended), so the last ``recent`` valid ones are recent

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from methods import register
 from methods.base import LayerInputs, Method
+from methods.rescore import RescoreOnDecode
 
 
 def keydiff_scores(keys: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,6 @@ def keydiff_scores(keys: torch.Tensor) -> torch.Tensor:
 
 @register("keydiff")
 @dataclass
-class KeyDiff(Method):
+class KeyDiff(RescoreOnDecode, Method):
     def score(self, layer: LayerInputs) -> torch.Tensor:
         return keydiff_scores(layer.keys)

@@ -12,10 +12,11 @@ import torch
 
 from methods import register
 from methods.base import LayerInputs, Method
+from methods.rescore import RescoreOnDecode
 
 
 @register("knorm")
 @dataclass
-class KNorm(Method):
+class KNorm(RescoreOnDecode, Method):
     def score(self, layer: LayerInputs) -> torch.Tensor:
         return -layer.keys.float().norm(dim=-1)  # (H_kv, n)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from methods import register
 from methods.base import LayerInputs, Method
+from methods.rescore import RescoreOnDecode
 
 NORMALIZATIONS = ("minmax", "rank")
 SIMILARITIES = ("cosine", "dot")
@@ -151,7 +152,7 @@ def surprise_gate(a_tilde: torch.Tensor, kappa: float = 10.0, tau: float = 0.60)
 
 @register("nestedkv")
 @dataclass
-class NestedKV(Method):
+class NestedKV(RescoreOnDecode, Method):
     window: int = 64
     block_min: int = 128
     block_max: int = 256
@@ -167,6 +168,7 @@ class NestedKV(Method):
     sinks_in_stats: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # decode_rescore_every (methods.rescore)
         self.prior = tuple(float(p) for p in self.prior)
         if len(self.prior) != 3 or min(self.prior) <= 0:
             raise ValueError(f"prior must be three positive weights, got {self.prior}")

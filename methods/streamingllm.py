@@ -23,16 +23,19 @@ class StreamingWindow(DecodeRule):
     """StreamingLLM while decoding: each head holds at most the entries compression gave it (its budget); once
     appended tokens push it past that, the oldest entries after the ``n_sink`` first ones are evicted, so the
     cache is always the sinks plus a sliding window of the most recent entries. One instance per configuration
-    (batch row)."""
+    (batch row). With the protocol's ``decode_budget=ratio`` the budget grows with the tokens seen
+    (``DecodeRule.limit``)."""
 
     n_sink: int
     budget: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (H_kv,) entries each head keeps
+    slots: dict[int, int] = field(default_factory=dict)  # layer -> context slots (entries before the appended ones)
 
     def start(self, layer, scores, positions, valid, first_position) -> None:
         self.budget[layer] = valid.sum(-1)
+        self.slots[layer] = valid.shape[-1]
 
-    def evict(self, layer, valid) -> torch.Tensor:
-        budget = self.budget[layer]
+    def evict(self, layer, valid, keys=None, values=None) -> torch.Tensor:
+        budget = self.limit(self.budget[layer], valid.shape[-1] - self.slots.get(layer, valid.shape[-1]))
         if int((valid.sum(-1) - budget).max()) <= 0:
             return valid
         # entries are in position order: rank of each valid entry from the start and from the end

@@ -29,6 +29,40 @@ def render_parts(tokenizer, record: Record) -> tuple[str, str]:
     return record.context, record.question + record.answer_prefix
 
 
+_ANSWER = "\u2063KVBENCH_ANSWER\u2063"
+
+
+def conversation(records: list[Record], answers: list[str]) -> list[dict[str, str]]:
+    """The chat messages of a multi-turn conversation over one context (docs/protocol.md, "Multi-turn
+    conversations"): the first user turn holds the context and the first question, each later user turn its
+    question alone (without the leading whitespace that separates a question from the context); each answered
+    turn's assistant message is its answer prefix and the generated answer."""
+    messages = []
+    for i, rec in enumerate(records):
+        messages.append({"role": "user", "content": rec.context + rec.question if i == 0 else rec.question.lstrip()})
+        if i < len(answers):
+            messages.append({"role": "assistant", "content": rec.answer_prefix + answers[i]})
+    return messages
+
+
+def render_followup(tokenizer, records: list[Record], answers: list[str]) -> str:
+    """The text fed to ask ``records[k]`` (``k = len(answers) >= 1``) after the answers of ``records[:k]``:
+    what follows the last answer when the whole conversation is rendered. With a chat template, the template's
+    text after the k-th assistant answer (its end of turn, the next user turn, the assistant header) and the
+    record's answer prefix, so that the context part, the first question part and each answer and follow-up,
+    concatenated, are the template's rendering of the conversation (``conversation``). Without one, the question
+    and its answer prefix continue the text (as ``render_parts``' question part continues the context)."""
+    k = len(answers)
+    if not 1 <= k < len(records):
+        raise ValueError(f"a follow-up asks turn k + 1 of {len(records)} after k >= 1 answers, got {k} answers")
+    rec = records[k]
+    if not templated(tokenizer, records[0]):
+        return rec.question + rec.answer_prefix
+    rendered = render_chat(tokenizer, conversation(records[: k + 1], [*answers[:-1], _ANSWER]),
+                           add_generation_prompt=True)
+    return rendered.split(_ANSWER, 1)[1] + rec.answer_prefix
+
+
 def text_tokens(tokenizer, text: str, special: bool = False) -> int:
     """Number of tokens of ``text`` (with the tokenizer's special tokens when ``special``)."""
     if not text and not special:

@@ -72,6 +72,12 @@ def _bad_config_json(tmp_path: Path) -> str:
         (lambda t: ["methods=[nestedkv,keydiff]", "method.params.windw=32"],
          "method.params.windw=32: no method of methods=[nestedkv, keydiff] has a parameter 'windw'; their parameters: "
          "nestedkv: window, "),
+        (lambda t: ["turns=0"], "turns must be a positive integer (k questions of a context asked as successive "
+                                "turns of one conversation; 1: each question on its own) or multi"),
+        (lambda t: ["decode_budget=grow"], "decode_budget must be fixed (a decode rule keeps each head at the budget "
+                                           "compression gave it) or ratio"),
+        (lambda t: ["method=snapkv", "method.params.decode_rescore_every=10"],
+         "method 'snapkv' has no parameter 'decode_rescore_every'; its parameters: window_size, kernel_size"),
         (lambda t: ["attn_impl=flash_attention_2"], "attn_impl=flash_attention_2 needs the flash-attn package"),
         (lambda t: ["device=cuda:99"], "device=cuda:99"),
         (lambda t: ["model=/nonexistent/path"], "model path '/nonexistent/path' does not exist"),
@@ -80,7 +86,7 @@ def _bad_config_json(tmp_path: Path) -> str:
     ],
     ids=["output_dir-under-a-file", "output_dir-is-a-file", "output_dir-empty", "multirun-output_dir-empty",
          "plus-unknown-key", "unknown-key", "methods-empty", "method-param-value", "method-param-name",
-         "methods-param-name", "flash-attn",
+         "methods-param-name", "turns-zero", "decode-budget-unknown", "rescore-needs-key-only", "flash-attn",
          "cuda-index", "model-missing-path", "model-dir-not-a-model", "model-dir-bad-config"],
 )
 def test_bad_input_is_one_line_before_the_model_loads(tmp_path, overrides, message):

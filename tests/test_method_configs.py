@@ -26,6 +26,8 @@ VARIANTS = {  # variant -> (parent, the only lines it changes)
     "streamingllm_rerotate": ("streamingllm", {"params": {"rerotate": True}}),
     "h2o_online": ("h2o", {"params": {"decode_eviction": True}}),
     "streamingllm_online": ("streamingllm", {"params": {"decode_window": True}}),
+    "keydiff_online": ("keydiff", {"params": {"decode_rescore_every": 10}}),
+    "nestedkv_online": ("nestedkv", {"params": {"decode_rescore_every": 10}}),
     "expected_attention_adaptive": ("expected_attention", {"budget_policy": "adaptive", "params": {"epsilon": 0.01}}),
 }
 
@@ -112,7 +114,7 @@ def test_a_list_member_equals_the_same_method_run_alone():
         (["methods=[nestedkv,keydiff]", "method.params.windw=32"],
          "method.params.windw=32: no method of methods=[nestedkv, keydiff] has a parameter 'windw'; their parameters: "
          "nestedkv: window, block_min, block_max, block_divisor, prior, beta, contrast_fraction, kappa, tau, n_sink, "
-         "normalization, local_similarity, sinks_in_stats; keydiff: none"),
+         "normalization, local_similarity, sinks_in_stats, decode_rescore_every; keydiff: decode_rescore_every"),
         (["method=nestedkv", "method.params.windw=32"],
          "method 'nestedkv' has no parameter 'windw'; its parameters: window, block_min, "),
         (["methods=[nestedkv,keydiff]", "method.budget_polcy=uniform"],
