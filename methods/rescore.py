@@ -101,12 +101,15 @@ class RescoreOnDecode:
             raise ValueError(f"decode_rescore_every must be an integer >= 0 (0: no re-scoring), got {every!r}")
 
     def decode_rule(self, n: int, n_kept: int) -> Rescore | None:
-        return Rescore(method=self, every=self.decode_rescore_every) if self.decode_rescore_every else None
+        if not self.decode_rescore_every:
+            return None
+        assert isinstance(self, Method), "RescoreOnDecode is a mixin of Method classes"
+        return Rescore(method=self, every=self.decode_rescore_every)
 
     def params(self) -> dict:
         """As recorded in rows; ``decode_rescore_every`` only when set, so the run ids of prefill-only
         configurations are those they had before the rule existed."""
-        out = super().params()
+        out = super().params()  # type: ignore[misc]  # a mixin: Method.params comes later in the MRO
         if not out.get("decode_rescore_every"):
             out.pop("decode_rescore_every", None)
         return out

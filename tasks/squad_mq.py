@@ -7,7 +7,7 @@ paragraphs of other articles until the prompt (context + the longest question + 
 ``length`` tokens of the evaluated model, then shuffled. Each question is one record; the records of a context
 share its ``context_id``, so the engine prefills and compresses the context once and answers every question from
 that one cache (query-agnostic). With ``query_aware=true`` the engine compresses once with the *first* question
-(``query_index`` 0) in view and answers all of them from that cache (docs/protocol.md, "Multi-query contexts"):
+(``query_index`` 0) in view and answers all of them from that cache (docs/tasks/squad_mq.md, "How it is run"):
 the gap between the first and the later queries shows how much a query-aware method is over-credited by
 single-query benchmarks (SCBench, KVzip).
 
