@@ -222,7 +222,8 @@ def decode(
     ev = None
     if rules and any(rule is not None for rule in rules):
         ev = attention.Rules({b: rule for b, rule in enumerate(rules) if rule is not None})
-    cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
+    # positions where the input ids are (first device); room for the question and the answer
+    cache, state, starts = batch_cache(contexts, ev, device, capacity=question_ids.shape[-1] + max_new_tokens)
     bsz = len(contexts)
     eos = eos_ids(model, tokenizer) if eos is None else set(eos)
     stops = [s for s in (stop_strings or []) if s]

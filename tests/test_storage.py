@@ -142,3 +142,75 @@ def test_predictions_equal_the_padded_storage(arch):
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps({arch: decode_grid(arch) for arch in ARCHS}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
+
+
+def test_bytes_held_follow_the_kept_fraction():
+    """kv_bytes_kept / kv_bytes_full is the logical kept fraction (within 0.01) for every method and policy of the
+    grid: adaptive budgets hold their kept entries only (plus one int64 offset per head), not a cache padded to
+    the longest head."""
+    model = _model("llama4kv")
+    step = ConfigStep(model, _Tok())
+    ctx = torch.randint(3, 1000, (1, N_CONTEXT), generator=torch.Generator().manual_seed(12))
+    cells = _cells()
+    pre = step.prefill(ctx, cells)
+    ragged = 0
+    for c in cells:
+        compressed = step.compress(c, pre)
+        ragged += any(layer.ragged for layer in compressed.layers)
+        assert abs(compressed.kv_bytes / pre.full_bytes - compressed.kept_fraction) < 0.01, c.label
+    assert ragged >= 3  # the adaptive configurations really are ragged
+
+
+def _entries(lengths, d=4, plain_len=None):
+    """A ragged (or plain, ``plain_len``) LayerEntries whose key/value entries are numbered 1, 2, ..."""
+    from harness.cache import LayerEntries
+
+    if plain_len is not None:
+        h = len(lengths)
+        k = torch.arange(1, h * plain_len * d + 1, dtype=torch.float32).reshape(1, h, plain_len, d)
+        return LayerEntries(k, -k, torch.arange(plain_len).expand(1, h, -1))
+    t = sum(lengths)
+    k = torch.arange(1, t * d + 1, dtype=torch.float32).reshape(t, d)
+    return LayerEntries(k, -k, torch.arange(t), tuple(lengths))
+
+
+def test_decode_layer_gathers_the_padded_layout_and_grows():
+    """A ragged batch row and a plain one: the keys attention sees are each head's entries, then padding (the
+    padding slots are masked, any finite value), then the appended tokens; appending past the capacity grows."""
+    from harness.decode_cache import ContextLayer
+
+    ragged, plain = _entries([3, 1]), _entries([2, 2], plain_len=2)
+    layer = ContextLayer([ragged, plain], capacity=1)
+    assert not layer.dense and layer.n_context == 3
+    assert layer.keys.shape == (4 + 4 + 2 * 2 * 1, 4)  # held: the 8 entries (no padding) + 4 appended slots
+    steps = [torch.full((2, 2, q, 4), 100.0 * (i + 1)) for i, q in enumerate((2, 1, 3))]  # grows twice
+    for s in steps:
+        keys, values = layer.update(s, -s)
+    assert keys.shape == (2, 2, 3 + 6, 4) and torch.equal(values, -keys)
+    appended = torch.cat(steps, dim=-2)  # (2, 2, 6, 4)
+    assert torch.equal(keys[:, :, 3:], appended)
+    rk = ragged.keys
+    assert torch.equal(keys[0, 0, :3], rk[0:3])  # head 0: its three entries
+    assert torch.equal(keys[0, 1, :1], rk[3:4])  # head 1: one entry, then two padding slots
+    assert torch.equal(keys[1, :, :2], plain.keys[0])  # the plain row, then one padding slot per head
+    assert layer.get_seq_length() == 9
+    layer.keep_rows(torch.tensor([1]))  # the ragged row finished: only the plain row is gathered
+    assert torch.equal(layer.materialize()[0], keys[1:])
+
+
+def test_dense_decode_layer_appends_in_place():
+    """Plain rows: one buffer; attention reads views of it (no copy per step); rows shorter than the longest are
+    zero-padded, as the batch's mask expects."""
+    from harness.decode_cache import ContextLayer
+
+    a, b = _entries([3, 3], plain_len=3), _entries([2, 2], plain_len=2)
+    layer = ContextLayer([a, b], capacity=2)
+    assert layer.dense
+    k1, _ = layer.update(torch.ones(2, 2, 2, 4), torch.ones(2, 2, 2, 4))
+    k2, _ = layer.update(torch.full((2, 2, 1, 4), 2.0), torch.ones(2, 2, 1, 4))  # past the capacity: grows
+    assert k2.shape == (2, 2, 6, 4)
+    assert torch.equal(k2[0, :, :3], a.keys[0]) and torch.equal(k2[1, :, :2], b.keys[0])
+    assert k2[1, :, 2].abs().sum() == 0  # the shorter row's padding
+    assert torch.equal(k2[:, :, 3:5], torch.ones(2, 2, 2, 4)) and torch.equal(k2[:, :, 5], torch.full((2, 2, 4), 2.0))
+    k3, _ = layer.update(torch.full((2, 2, 1, 4), 3.0), torch.ones(2, 2, 1, 4))
+    assert k3.data_ptr() == k2.data_ptr()  # within the capacity: the same buffer, no copy
