@@ -224,7 +224,9 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
         # GQA without copying the cache: fold each KV head's G query heads into the query axis
         d = query.shape[-1]
         packed = query.reshape(bsz, h_kv, groups * q_len, d)
-        mask = allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
+        # one query token: its (B, H_kv, 1, kv) mask broadcasts over the G packed query heads without a copy
+        mask = allowed if q_len == 1 else \
+            allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
         out = F.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
         return out.reshape(bsz, h_kv * groups, q_len, -1).transpose(1, 2).contiguous(), None
     seen = allowed.sum(dim=2)  # (B, H_kv, kv) queries of this step that saw each entry

@@ -219,7 +219,9 @@ def batch_cache(
             if rules is not None and e.compressed:
                 sc = sc if sc is not None else torch.zeros_like(pos, dtype=torch.float32)
                 scores.append(torch.nn.functional.pad(sc, (0, pad)))
-        cache.layers.append(ContextLayer(entries, capacity))
+        # several configurations pad their rows to the longest anyway: their heads too, once, so that no step
+        # gathers (docs/protocol.md, "What a compressed cache holds"); one configuration keeps its heads ragged
+        cache.layers.append(ContextLayer(entries, capacity, pad_heads=len(contexts) > 1))
         masks[idx] = LayerMask(
             positions=torch.cat(ps) if len(ps) > 1 else ps[0],
             valid=(torch.cat(valids) if len(valids) > 1 else valids[0]) if need_mask else None,

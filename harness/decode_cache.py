@@ -4,14 +4,16 @@ holds").
 A layer holds the batch rows' kept context entries followed by the tokens appended while decoding (question,
 answer). Two layouts:
 
-- dense, when every row's entries are plain (uniform budgets, the full cache, uncompressed layers): one buffer
-  (B, H_kv, L + capacity, d) holding each row's entries (rows shorter than the batch's longest padded with
-  zeros) and room for the appended tokens. A step writes its keys and values in place and attention reads a
-  view of the filled part: no copy per step, whatever the cache length.
-- ragged, when a row's entries are ragged (an adaptive budget): every row's entries flattened into one (T, d)
-  tensor (no padding to the longest head) plus a region for the appended tokens, and an index (B, H_kv, L +
-  capacity) of the padded layout. A step writes its keys and values into the region and gathers the padded
-  layer (B, H_kv, L + m, d) for this layer's attention only; it is freed when the layer's attention is done.
+- dense, when every row's entries are plain (uniform budgets, the full cache, uncompressed layers), or when the
+  caller asks for it (``pad_heads``: the sweep's batches of several configurations, which pad their rows to
+  the longest anyway): one buffer (B, H_kv, L + capacity, d) holding each row's entries in the padded layout
+  (shorter rows and heads padded) and room for the appended tokens. A step writes its keys and values in place
+  and attention reads a view of the filled part: no copy per step, whatever the cache length.
+- ragged, when a row's entries are ragged (an adaptive budget) and ``pad_heads`` is off (a configuration decoded
+  alone): every row's entries flattened into one (T, d) tensor (no padding to the longest head) plus a region
+  for the appended tokens, and an index (B, H_kv, L + capacity) of the padded layout. A step writes its keys
+  and values into the region and gathers the padded layer (B, H_kv, L + m, d) for this layer's attention only;
+  it is freed when the layer's attention is done.
 
 ``capacity`` is a hint (question length + ``max_new_tokens``); a layer that fills up grows (doubling).
 """
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 class ContextLayer(DynamicLayer):
     """One layer of a decode batch: the rows' context entries (``LayerEntries``), then the appended tokens."""
 
-    def __init__(self, entries: list[LayerEntries], capacity: int = 0):
+    def __init__(self, entries: list[LayerEntries], capacity: int = 0, pad_heads: bool = False):
         super().__init__()
         first = entries[0]
         self.n_context = max(e.length for e in entries)  # L: the longest head of the longest row
@@ -38,11 +40,13 @@ class ContextLayer(DynamicLayer):
         self.capacity = max(1, int(capacity))
         self.n_heads, self.head_dim = first.n_heads, first.keys.shape[-1]
         self.device, self.dtype = first.keys.device, first.keys.dtype
-        self.dense = not any(e.ragged for e in entries)
+        self.dense = pad_heads or not any(e.ragged for e in entries)
         self.is_initialized = True
         if self.dense:
-            self._k = self._dense([e.keys for e in entries])
-            self._v = self._dense([e.values for e in entries])
+            padded = [e.padded() for e in entries]  # ragged rows (pad_heads): their padded layout, copied in once
+            self._k = self._dense([k for k, _ in padded])
+            self._v = self._dense([v for _, v in padded])
+            del padded
             self._expose()
             return
         # ragged: flattened entries of every row, then (B, H, capacity) appended slots per row and head

@@ -2,7 +2,7 @@
 entries only, no padding to the longest head), uniform budgets as a plain cache, and neither changes a prediction.
 
 ``tests/data/storage_golden.json`` holds the greedy tokens that the padded storage (before ragged storage,
-commit d76a17c) decoded for a small grid of configurations on tiny random models, each configuration alone and
+commit d76a17c, where it was generated) decoded for a small grid of configurations on tiny random models, each configuration alone and
 the prefill-only ones as one batch (the sweep's way); the test decodes the same grid now and compares token for
 token. Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
 """
@@ -117,9 +117,12 @@ def decode_grid(arch: str, monkeypatch=None) -> dict[str, dict]:
             out[c.label] = {"alone": alone[0], "logits": logits.take(), "kept": contexts[c.label].n_kept_per_head}
         for ruled in (False, True):
             part = [c for c in cells if (step.rule(c, N_CONTEXT) is not None) == ruled]
+            logits.take()
             preds, _, _ = step.decode(part, [contexts[c.label] for c in part], q, STEPS)
+            digest = logits.take()  # of the whole batch's logits
             for c, p in zip(part, preds):
                 out[c.label]["batched"] = p
+                out[c.label]["batch_logits"] = digest
         return out
     finally:
         P.eos_ids = original
@@ -137,6 +140,7 @@ def test_predictions_equal_the_padded_storage(arch):
         assert now[label]["alone"] == now[label]["batched"], f"{arch} {label}: batch and alone differ"
         # every logit of the decode alone, bit for bit: what keeps larger models' predictions identical
         assert now[label]["logits"] == ref["logits"], f"{arch} {label}: decoded alone, the logits changed"
+        assert now[label]["batch_logits"] == ref["batch_logits"], f"{arch} {label}: its batch's logits changed"
 
 
 if __name__ == "__main__":
