@@ -11,7 +11,8 @@ several repeats; medians are reported, and a table is printed at the end.
 
 Keys (``key=value``; lists as ``[a,b]`` or ``a,b``): ``model`` (a conf/model name, directory or hub id),
 ``lengths``, ``methods`` (conf/method names), ``r``, ``decode_tokens``, ``repeats`` (timed repetitions of every
-prefill, compression and decode, default 5; medians are reported, every value is kept in ``*_all``),
+compression and decode, default 5; medians are reported, every value is kept in ``*_all``), ``prefill_repeats``
+(of every prefill; default ``repeats``),
 ``context`` (``random``: uniform random token ids, seeded; ``noise``: RULER's noise sentence repeated), ``seed``,
 ``device``, ``dtype``, ``attn_impl``, ``threads`` (torch CPU threads; default torch's), ``warmup`` (true: one
 untimed short prefill and decode per method first), ``out`` (folder, default ``results/perf``; ``none``: print
@@ -69,6 +70,7 @@ DEFAULTS: dict = {
     "r": [0.5, 0.75, 0.9],
     "decode_tokens": 32,
     "repeats": 5,
+    "prefill_repeats": None,
     "context": "random",
     "seed": 0,
     "device": "auto",
@@ -79,7 +81,7 @@ DEFAULTS: dict = {
     "out": "results/perf",
 }
 LIST_KEYS = {"lengths": int, "methods": str, "r": float}
-INT_KEYS = {"decode_tokens", "repeats", "seed", "threads"}
+INT_KEYS = {"decode_tokens", "repeats", "prefill_repeats", "seed", "threads"}
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."  # RULER niah.py
 
 
@@ -121,8 +123,10 @@ def parse_args(argv: list[str]) -> dict:
     for r in args["r"]:
         if not 0.0 <= r < 1.0:
             raise SystemExit(f"bench_methods: r={r} is outside [0, 1) (the fraction of context KV pairs removed)")
-    if args["decode_tokens"] < 1 or args["repeats"] < 1 or any(n < 2 for n in args["lengths"]):
-        raise SystemExit("bench_methods: decode_tokens and repeats must be >= 1 and lengths >= 2")
+    if args["prefill_repeats"] is None:
+        args["prefill_repeats"] = args["repeats"]
+    if min(args["decode_tokens"], args["repeats"], args["prefill_repeats"]) < 1 or any(n < 2 for n in args["lengths"]):
+        raise SystemExit("bench_methods: decode_tokens, repeats and prefill_repeats must be >= 1 and lengths >= 2")
     if args["context"] not in ("random", "noise"):
         raise SystemExit(f"bench_methods: context must be random or noise, got {args['context']!r}")
     return args
@@ -206,7 +210,7 @@ def bench_method(model, tok, label, method, policy, safeguard, ids, q_ids, rs, a
     prefill_all, scoring_all = [], []
     pre = None
     pre_peak = pre_delta = 0
-    for _ in range(args["repeats"]):
+    for _ in range(args["prefill_repeats"]):
         del pre
         pre = None
         mem.start()
@@ -358,6 +362,7 @@ def main(argv: list[str]) -> list[dict]:
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "context": args["context"],
         "repeats": int(args["repeats"]),
+        "prefill_repeats": int(args["prefill_repeats"]),
         "git_commit": git_commit(),
         **versions(),
     }
@@ -369,7 +374,8 @@ def main(argv: list[str]) -> list[dict]:
         ref = reference_context(ConfigStep(model, tok), w)
         for label, method, policy, safeguard in methods:
             bench_method(model, tok, label, method, policy, safeguard, w, q_ids, args["r"][:1],
-                         {**args, "repeats": 1, "decode_tokens": 2}, PeakMemory(devices), static, ref)
+                         {**args, "repeats": 1, "prefill_repeats": 1, "decode_tokens": 2}, PeakMemory(devices),
+                         static, ref)
     out = None if str(args["out"]).lower() in ("none", "null", "") else Path(args["out"])
     if out is not None and not out.is_absolute():
         out = ROOT / out

@@ -92,7 +92,8 @@ def test_parse_args():
     bench = _bench()
     a = bench.parse_args(["lengths=1024,2048", "methods=[full, keydiff]", "r=[0.5]", "decode_tokens=8", "warmup=false"])
     assert a["lengths"] == [1024, 2048] and a["methods"] == ["full", "keydiff"] and a["r"] == [0.5]
-    assert a["decode_tokens"] == 8 and a["warmup"] is False
-    for bad in (["nope=1"], ["r=[1.0]"], ["decode_tokens=0"], ["context=books"], ["lengths"]):
+    assert a["decode_tokens"] == 8 and a["warmup"] is False and a["repeats"] == a["prefill_repeats"] == 5
+    assert bench.parse_args(["repeats=3", "prefill_repeats=1"])["prefill_repeats"] == 1
+    for bad in (["nope=1"], ["r=[1.0]"], ["decode_tokens=0"], ["prefill_repeats=0"], ["context=books"], ["lengths"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
