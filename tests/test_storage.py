@@ -218,3 +218,32 @@ def test_dense_decode_layer_appends_in_place():
     assert torch.equal(k2[:, :, 3:5], torch.ones(2, 2, 2, 4)) and torch.equal(k2[:, :, 5], torch.full((2, 2, 4), 2.0))
     k3, _ = layer.update(torch.full((2, 2, 1, 4), 3.0), torch.ones(2, 2, 1, 4))
     assert k3.data_ptr() == k2.data_ptr()  # within the capacity: the same buffer, no copy
+
+
+def test_uniform_steps_attend_without_a_mask(monkeypatch):
+    """A uniform configuration decoded alone: after the question step (which needs its causal mask) every
+    one-token step attends over the plain cache without a mask, as the full cache does; an adaptive one keeps
+    the validity mask of its padded layout on every step."""
+    import harness.attention as A
+
+    calls = []
+    sdpa = A.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append(attn_mask is None)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(A.F, "scaled_dot_product_attention", spy)
+    model = _model("llama4kv")
+    step = ConfigStep(model, _Tok())
+    ctx = torch.randint(3, 1000, (1, N_CONTEXT), generator=torch.Generator().manual_seed(13))
+    q = torch.randint(3, 1000, (1, 5), generator=torch.Generator().manual_seed(14))
+    cells = {c.label: c for c in _cells()}
+    pre = step.prefill(ctx, list(cells.values()))
+    for label, masked_steps in (("keydiff/uniform/0.75", 1), ("nestedkv/adaptive/0.75", 4)):
+        calls.clear()
+        step.decode([cells[label]], [step.compress(cells[label], pre)], q, 4, eos=set())
+        per_step = [calls[i : i + 2] for i in range(0, len(calls), 2)]  # 2 layers
+        assert len(per_step) == 4
+        assert [not any(s) for s in per_step] == [True] * masked_steps + [False] * (4 - masked_steps), label
+        assert all(all(s) or not any(s) for s in per_step)  # both layers alike
