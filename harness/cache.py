@@ -193,8 +193,9 @@ def compress(
 def batch_cache(
     contexts: list[CompressedContext], rules=None, device: torch.device | str | None = None, capacity: int = 0
 ) -> tuple[DynamicCache, Masking, torch.Tensor]:
-    """One decode cache holding several configurations' contexts as batch rows (``harness.decode_cache``:
-    plain rows in one dense buffer, ragged rows flattened), with room for ``capacity`` appended tokens per row.
+    """One decode cache holding several configurations' contexts as batch rows (``harness.decode_cache``: one
+    dense buffer per layer, or, for one configuration with ragged entries, those entries flattened as they are),
+    with room for ``capacity`` appended tokens per row (a hint: a layer that fills up grows).
 
     Returns the cache, the masking state for ``harness.attention`` (per layer the padded layout's positions and,
     where rows or heads differ in length, validity) and the first question position per row. Each layer's
