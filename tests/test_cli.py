@@ -107,7 +107,7 @@ def test_rows_sizes_and_resume(tmp_path):
         assert col in rows.columns, col
     # batch figures, named as such: decode_s is the row's equal share of its batch, peak_mem_bytes the larger peak
     assert (rows["decode_s"] * rows["decode_batch_size"] - rows["decode_batch_s"]).abs().max() < 1e-9
-    assert (rows["peak_mem_bytes"] == rows[["peak_mem_prefill_bytes", "peak_mem_decode_batch_bytes"]].max(1)).all()
+    assert (rows["peak_mem_bytes"] == rows[["peak_mem_prefill_bytes", "peak_mem_decode_batch_bytes"]].max(axis=1)).all()
     assert rows["kept_fraction"].between(0.49, 0.5).all()
     assert ((rows["kv_bytes_kept"] / rows["kv_bytes_full"]) - rows["kept_fraction"]).abs().max() < 1e-9
     assert (rows["metric"] == "string_match_all").all() and rows["score"].between(0, 100).all()
