@@ -1,10 +1,11 @@
 """Cache storage (docs/protocol.md, "What a compressed cache holds"): adaptive budgets are held ragged (the kept
 entries only, no padding to the longest head), uniform budgets as a plain cache, and neither changes a prediction.
 
-``tests/data/storage_golden.json`` holds the greedy tokens that the padded storage (before ragged storage,
-commit d76a17c, where it was generated) decoded for a small grid of configurations on tiny random models, each configuration alone and
-the prefill-only ones as one batch (the sweep's way); the test decodes the same grid now and compares token for
-token. Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
+``tests/data/storage_golden.json`` holds what the padded storage (before ragged storage; generated at commit
+d76a17c) decoded for a small grid of configurations on tiny random models: the greedy tokens of each configuration
+alone and in a batch (the prefill-only configurations as one batch, the sweep's way; the rule configurations as
+another), and digests of every logit of both. The test decodes the same grid now and compares them bit for bit.
+Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ def _cells() -> list[Cell]:
 
 
 def decode_grid(arch: str, monkeypatch=None) -> dict[str, dict]:
-    """Per configuration: its tokens decoded alone (and a digest of their logits), its tokens in the batch of every prefill-only configuration
-    (rule configurations: the batch of every rule configuration), and its kept entries per (layer, head)."""
+    """Per configuration: its tokens decoded alone and a digest of their logits, its tokens in the batch of every
+    prefill-only configuration (rule configurations: of every rule configuration) and that batch's logit digest,
+    and its kept entries per (layer, head)."""
     import harness.protocol as P
 
     original = P.eos_ids
