@@ -4,7 +4,9 @@ entries only, no padding to the longest head), uniform budgets as a plain cache,
 ``tests/data/storage_golden.json`` holds what the padded storage (before ragged storage; generated at commit
 d76a17c) decoded for a small grid of configurations on tiny random models: the greedy tokens of each configuration
 alone and in a batch (the prefill-only configurations as one batch, the sweep's way; the rule configurations as
-another), and digests of every logit of both. The test decodes the same grid now and compares them bit for bit.
+another), and digests of every logit of both. The test decodes the same grid now and compares them bit for bit
+(the logits only on the torch version and CPU kernels the golden was made with: other SIMD kernels round
+differently).
 Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
 """
 
@@ -130,9 +132,15 @@ def decode_grid(arch: str, monkeypatch=None) -> dict[str, dict]:
         P.eos_ids = original
 
 
+def platform() -> dict:
+    """What float rounding depends on: the logit digests are compared only where this matches the golden's."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_predictions_equal_the_padded_storage(arch):
-    golden = json.loads(GOLDEN.read_text())[arch]
+    data = json.loads(GOLDEN.read_text())
+    golden, bitwise = data[arch], data["_platform"] == platform()
     now = decode_grid(arch)
     assert sorted(now) == sorted(golden)
     for label, ref in golden.items():
@@ -140,13 +148,14 @@ def test_predictions_equal_the_padded_storage(arch):
         assert now[label]["alone"] == ref["alone"], f"{arch} {label}: decoded alone, the tokens changed"
         assert now[label]["batched"] == ref["batched"], f"{arch} {label}: decoded in a batch, the tokens changed"
         assert now[label]["alone"] == now[label]["batched"], f"{arch} {label}: batch and alone differ"
-        # every logit of the decode alone, bit for bit: what keeps larger models' predictions identical
-        assert now[label]["logits"] == ref["logits"], f"{arch} {label}: decoded alone, the logits changed"
-        assert now[label]["batch_logits"] == ref["batch_logits"], f"{arch} {label}: its batch's logits changed"
+        if bitwise:  # every logit, bit for bit: what keeps larger models' predictions identical
+            assert now[label]["logits"] == ref["logits"], f"{arch} {label}: decoded alone, the logits changed"
+            assert now[label]["batch_logits"] == ref["batch_logits"], f"{arch} {label}: its batch's logits changed"
 
 
 if __name__ == "__main__":
-    GOLDEN.write_text(json.dumps({arch: decode_grid(arch) for arch in ARCHS}, indent=1, sort_keys=True) + "\n")
+    golden = {"_platform": platform(), **{arch: decode_grid(arch) for arch in ARCHS}}
+    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
 
 
