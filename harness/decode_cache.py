@@ -20,19 +20,15 @@ answer). Two layouts:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from transformers.cache_utils import DynamicLayer
 
-if TYPE_CHECKING:
-    from harness.cache import LayerEntries
-
 
 class ContextLayer(DynamicLayer):
-    """One layer of a decode batch: the rows' context entries (``LayerEntries``), then the appended tokens."""
+    """One layer of a decode batch: the rows' context entries (``harness.cache.LayerEntries``, one per row; not
+    imported here, which would be an import cycle), then the appended tokens."""
 
-    def __init__(self, entries: list[LayerEntries], capacity: int = 0, pad_heads: bool = False):
+    def __init__(self, entries: list, capacity: int = 0, pad_heads: bool = False):
         super().__init__()
         first = entries[0]
         self.n_context = max(e.length for e in entries)  # L: the longest head of the longest row
