@@ -184,12 +184,31 @@ def masking(state: Masking):
     return _activate("masking", state)
 
 
+def _sees_everything(meta: LayerMask, state: Masking) -> bool:
+    """Whether a one-token step sees every cached entry of the layer, so attention needs no mask: every entry is
+    valid (no padding, no decode rule on the layer) and there is no sliding window. Context entries sit before the
+    question (positions < the first appended one) and appended tokens at or before the step's own position."""
+    ruled = state.rules is not None and meta.scores is not None
+    return meta.valid is None and not meta.sliding_window and not ruled
+
+
+def _unmasked(query, key, value, scaling) -> torch.Tensor:
+    """Plain attention of (B, H_q, q, d) queries over (B, H_kv, kv, d) keys and values; (B, q, H_q, d) out."""
+    bsz, h_kv = key.shape[:2]
+    q_len, d = query.shape[2], query.shape[-1]
+    packed = query.reshape(bsz, h_kv, -1, d)  # GQA without copying the cache: G query heads per KV head
+    out = F.scaled_dot_product_attention(packed, key, value, scale=scaling)
+    return out.reshape(bsz, query.shape[1], q_len, -1).transpose(1, 2).contiguous()
+
+
 def masked_attention(module, query, key, value, state: Masking, scaling, dropout=0.0):
     """Attention of ``query`` over a compressed cache (keys = context entries + appended tokens)."""
     idx = module.layer_idx
     meta = state.layers[idx]
     bsz, h_kv, kv_len, _ = key.shape
     q_len = query.shape[2]
+    if q_len == 1 and _sees_everything(meta, state):
+        return _unmasked(query, key, value, scaling), None
     n_ctx = meta.positions.shape[-1]
     n_app = kv_len - n_ctx
     appended = state.appended[:, :n_app].to(key.device)  # no-op unless the model is spread over devices
@@ -221,7 +240,9 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
         # GQA without copying the cache: fold each KV head's G query heads into the query axis
         d = query.shape[-1]
         packed = query.reshape(bsz, h_kv, groups * q_len, d)
-        mask = allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
+        # one query token: its (B, H_kv, 1, kv) mask broadcasts over the G packed query heads without a copy
+        mask = allowed if q_len == 1 else \
+            allowed[:, :, None].expand(bsz, h_kv, groups, q_len, kv_len).reshape(bsz, h_kv, groups * q_len, kv_len)
         out = F.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
         return out.reshape(bsz, h_kv * groups, q_len, -1).transpose(1, 2).contiguous(), None
     seen = allowed.sum(dim=2)  # (B, H_kv, kv) queries of this step that saw each entry

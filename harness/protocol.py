@@ -236,8 +236,8 @@ def decode(
     if session:  # a conversation's next turn: the cache as its last turn left it
         cache, state = session["cache"], session["state"]
         starts = state.appended[:, -1] + 1
-    else:
-        cache, state, starts = batch_cache(contexts, ev, device)  # positions where the input ids are (first device)
+    else:  # positions where the input ids are (first device); room for the question and the answer
+        cache, state, starts = batch_cache(contexts, ev, device, capacity=question_ids.shape[-1] + max_new_tokens)
     bsz = len(contexts)
     eos = eos_ids(model, tokenizer) if eos is None else set(eos)
     stops = [s for s in (stop_strings or []) if s]

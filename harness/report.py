@@ -421,8 +421,12 @@ def format_summary(summ: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------- cost
 def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
     """Cost per (model, device, suite, bucket, configuration): means of prefill_s, scoring_s, kv bytes, kept
-    fraction, peak memory; scoring share = mean scoring_s / mean prefill_s; decode ms/token = sum decode_s /
-    sum n_generated_tokens x 1000 (token-weighted, so samples that generated nothing do not divide by zero)."""
+    fraction, context tokens, decode batch size, peak memory; scoring share = mean scoring_s / mean prefill_s;
+    ``decode_share_ms_per_token`` = sum decode_s / sum n_generated_tokens x 1000 (token-weighted, so samples that
+    generated nothing do not divide by zero). ``decode_s`` is a row's share of its decode batch (the batch's
+    seconds / its size, docs/protocol.md "Result rows"), and ``peak_mem_bytes`` the larger of the shared prefill's
+    and the batch's peaks: batch figures, not one configuration's own cost (scripts/bench_methods.py measures
+    that)."""
     p = prep.copy()
     if "device" not in p:
         p["device"] = ""
@@ -443,7 +447,9 @@ def cost_cells(prep: pd.DataFrame) -> pd.DataFrame:
             prefill_s=float(pre.mean()),
             scoring_s=float(sco.mean()),
             scoring_share=float(sco.mean() / pre.mean()) if pre.mean() > 0 else math.nan,
-            decode_ms_per_token=float(dec[ok].sum() / tok * 1000) if tok > 0 else math.nan,
+            decode_share_ms_per_token=float(dec[ok].sum() / tok * 1000) if tok > 0 else math.nan,
+            decode_batch_size=float(col(g, "decode_batch_size").mean()),
+            n_context_tokens=float(col(g, "n_context_tokens").mean()),
             kv_bytes_kept=float(col(g, "kv_bytes_kept").mean()),
             kv_bytes_full=float(col(g, "kv_bytes_full").mean()),
             kept_fraction=float(col(g, "kept_fraction").mean()),

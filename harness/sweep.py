@@ -188,19 +188,27 @@ class SweepRunner:
             timing: dict = {}
             preds, n_gen, decode_s = self.step.decode(batch, ctxs, q_ids, rec.max_new_tokens, rec.stop_strings,
                                                       timing=timing)
-            peak = max(peak_bytes(self.devices), prefill_peak)
+            batch_peak = peak_bytes(self.devices)
+            costs = {"decode_batch_s": float(decode_s), "peak_mem_prefill_bytes": int(prefill_peak),
+                     "peak_mem_decode_batch_bytes": int(batch_peak)}
             for b, (cell, ctx, pred, ng) in enumerate(zip(batch, ctxs, preds, n_gen)):
                 rows.append(
                     self.row(rec, cell, ctx, pred, ng, enc, n_question or q_ids.shape[-1], pre.n, pre.full_bytes,
-                             pre.prefill_s, pre.seconds, decode_s / len(batch), len(batch), peak,
-                             generation_stats(timing, b))
+                             pre.prefill_s, pre.seconds, decode_s / len(batch), len(batch),
+                             max(batch_peak, prefill_peak), generation_stats(timing, b), costs)
                 )
             del ctxs
             self._report(len(batch), f"decoded {len(rows)}/{len(cells)} configurations")
         return rows
 
     def row(self, rec, cell, ctx, pred, n_gen, enc, n_question, n, full_bytes, prefill_s, seconds, decode_s, batch, peak,
-            gen: dict | None = None) -> dict:
+            gen: dict | None = None, costs: dict | None = None) -> dict:
+        """One result row (docs/protocol.md, "Result rows"). ``decode_s`` is this row's share of its decode batch
+        and ``peak`` the larger of the prefill's and the batch's peaks; ``costs`` holds the batch's own figures
+        (``decode_batch_s``, ``peak_mem_prefill_bytes``, ``peak_mem_decode_batch_bytes``; by default the batch
+        time is ``decode_s x batch`` and both peaks ``peak``)."""
+        costs = {"decode_batch_s": float(decode_s) * int(batch), "peak_mem_prefill_bytes": int(peak),
+                 "peak_mem_decode_batch_bytes": int(peak), **(costs or {})}
         scored = strip_thinking(pred)  # <think>...</think> never reaches the metric; the raw prediction is kept
         score = float(self.score(rec, scored)) if self.score else float("nan")
         row = {
@@ -244,9 +252,12 @@ class SweepRunner:
             "score_weight": float(rec.score_weight),
             "prefill_s": float(prefill_s),
             "scoring_s": float(seconds.get(cell.score_key, 0.0)),
-            "decode_s": float(decode_s),
+            "decode_s": float(decode_s),  # this row's share of its decode batch: decode_batch_s / decode_batch_size
+            "decode_batch_s": float(costs["decode_batch_s"]),  # the whole batch's decode seconds
             "decode_batch_size": int(batch),
-            "peak_mem_bytes": int(peak),
+            "peak_mem_bytes": int(peak),  # max(peak_mem_prefill_bytes, peak_mem_decode_batch_bytes)
+            "peak_mem_prefill_bytes": int(costs["peak_mem_prefill_bytes"]),  # the shared prefill of the context
+            "peak_mem_decode_batch_bytes": int(costs["peak_mem_decode_batch_bytes"]),  # the decode batch's peak
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
         budget = getattr(cell, "decode_budget", "fixed")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.models import load_model  # noqa: E402
 from harness.plan import make_plan  # noqa: E402
 from harness.run import compose, run_context  # noqa: E402
-from harness.sweep import SweepRunner, group_by_context  # noqa: E402
+from harness.sweep import SweepRunner, git_commit, group_by_context  # noqa: E402
 
 
 def progress(arm: str, done: int, total: int, t0: float) -> None:
@@ -101,6 +101,7 @@ def main(argv: list[str]) -> dict:
         "decode_batch_size": int(cfg.decode_batch_size),
         "device": str(model.device),
         "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(json.dumps(result))

@@ -9,7 +9,10 @@ Writes, per model:
   there are more than 6 tasks);
 - ``niah_<suite>_<model>_r<r>``: NIAH depth x context length heatmaps, one panel per method (rows with a
   ``depth`` column only);
-- ``cost_<suite>_<bucket>_<model>[_<device>]``: KV-cache bytes kept and decode ms/token vs r.
+- ``cost_<suite>_<bucket>_<model>[_<device>]``: KV-cache bytes kept and decode ms/token vs r; the decode times
+  are each configuration's own, decoded alone, from scripts/bench_methods.py's JSON (``--perf``, default
+  results/perf/) at its length nearest the rows' context length, else the rows' batch shares (the y label says
+  which).
 
 Reruns on the same input are byte-identical (fixed ``svg.hashsalt``, no dates or software versions in the PNG
 and PDF metadata, DejaVu fonts shipped with matplotlib).
@@ -22,7 +25,8 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import matplotlib  # noqa: E402
 
@@ -72,7 +76,7 @@ class Styles:
         self.map = {v: (cmap(i % cmap.N), MARKERS[i % len(MARKERS)]) for i, v in enumerate(names)}
 
     def __call__(self, v):
-        return self.map[v]
+        return self.map.get(v, ("0.4", "x"))  # a variant only the benchmark has: grey
 
 
 def save(fig, out: Path, stem: str, written: list[Path]) -> None:
@@ -220,8 +224,54 @@ def niah_figures(prep: pd.DataFrame, styles: Styles, out: Path, written: list[Pa
             save(fig, out, R.slug(f"niah_{suite}_{model}_r{R.fmt_r(r)}"), written)
 
 
-def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
+BENCH_KEYS = ("model", "device", "method", "r", "n_context_tokens", "decode_ms_per_token")
+
+
+def load_bench(folder: Path | None) -> pd.DataFrame:
+    """scripts/bench_methods.py rows (``*.jsonl`` under ``folder`` with its columns; other files are skipped),
+    the newest per (model, device, method, r, length); empty when there are none."""
+    import json
+
+    rows = []
+    for path in sorted(folder.rglob("*.jsonl")) if folder is not None and folder.is_dir() else []:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if all(k in row for k in BENCH_KEYS):
+                rows.append({k: row.get(k) for k in (*BENCH_KEYS, "method_class", "created_at")})
+    if not rows:
+        return pd.DataFrame(columns=[*BENCH_KEYS, "method_class", "created_at"])
+    b = pd.DataFrame(rows).sort_values("created_at", kind="stable", na_position="first")
+    b["r"] = b["r"].astype(float).round(R.R_DECIMALS)
+    return b.drop_duplicates(["model", "device", "method", "r", "n_context_tokens"], keep="last")
+
+
+def bench_decode(bench: pd.DataFrame, g: pd.DataFrame, model: str, dev: str) -> tuple[pd.DataFrame, int] | None:
+    """The per-configuration decode ms/token that bench_methods measured for the methods of cost cells ``g``
+    (same model and device), at its length nearest the cells' mean context length: (rows shaped like ``g``:
+    variant, r, reference, decode_ms_per_token; that length), or None when it has none of them."""
+    b = bench[(bench["model"] == model) & (bench["device"] == dev)]
+    full = b[b["method_class"].fillna(b["method"]) == "full"]
+    b = b[b["method"].isin(set(g.loc[~g["reference"], "variant"]))]
+    if b.empty:
+        return None
+    target = float(np.nanmean(g["n_context_tokens"])) if g["n_context_tokens"].notna().any() else 0.0
+    lengths = sorted(set(b["n_context_tokens"]))
+    n = min(lengths, key=lambda x: (abs(math.log(x / target)) if target > 0 else x, x))
+    b, full = b[b["n_context_tokens"] == n], full[full["n_context_tokens"] == n]
+    ref = g.loc[g["reference"], "variant"]
+    rows = b.assign(variant=b["method"], reference=False)
+    if len(full) and len(ref):
+        rows = pd.concat([rows, full.iloc[-1:].assign(variant=ref.iloc[0], reference=True)], ignore_index=True)
+    return rows[["variant", "r", "reference", "decode_ms_per_token"]], int(n)
+
+
+def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path], bench: pd.DataFrame | None = None
+                 ) -> None:
+    """KV bytes held (the result rows) and decode ms/token: each configuration decoded alone as
+    scripts/bench_methods.py measured it (``bench``, its JSON under results/perf/) where it has the cells'
+    methods, else the rows' batch shares (``decode_s``: the decode batch's seconds split equally), labelled so."""
     multi_dev = cc.groupby("model")["device"].nunique().to_dict()
+    bench = bench if bench is not None else load_bench(None)
     for (model, dev, suite, bucket), g in cc.groupby(["model", "device", "suite", "length_bucket"], sort=True):
         if g["reference"].all():
             continue
@@ -230,9 +280,14 @@ def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path
         nv = g["variant"].nunique()
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(COL_W, 1.9 + 0.14 * math.ceil(nv / 3)), layout="constrained")
         _lines(a1, g, styles, y="kv_mib", complete_col="_none")
-        _lines(a2, g, styles, y="decode_ms_per_token", complete_col="_none")
+        alone = bench_decode(bench, g, model, dev)
+        if alone is not None:
+            _lines(a2, alone[0], styles, y="decode_ms_per_token", complete_col="_none")
+            a2.set_ylabel(f"decode ms/token\n(each alone, n={alone[1]})")
+        else:
+            _lines(a2, g, styles, y="decode_share_ms_per_token", complete_col="_none")
+            a2.set_ylabel("decode ms/token\n(share of a batch)")
         a1.set_ylabel("KV cache kept (MiB)")
-        a2.set_ylabel("decode ms/token")
         a1.set_ylim(bottom=0)
         for a in (a1, a2):
             a.set_xlabel("r")
@@ -245,7 +300,9 @@ def cost_figures(cc: pd.DataFrame, styles: Styles, out: Path, written: list[Path
         save(fig, out, R.slug(stem), written)
 
 
-def build(paths: list[str], out: Path) -> list[Path]:
+def build(paths: list[str], out: Path, perf: Path | None = None) -> list[Path]:
+    """Every figure of the result rows under ``paths``; ``perf``: a folder of scripts/bench_methods.py JSON
+    (results/perf/) whose per-configuration decode times the cost figures show."""
     df, prep, hc, tc, cc = R.load_prepared(paths)
     out.mkdir(parents=True, exist_ok=True)
     styles = Styles(prep)
@@ -254,7 +311,7 @@ def build(paths: list[str], out: Path) -> list[Path]:
         score_figures(hc, styles, out, written)
         task_figures(tc, hc, styles, out, written)
         niah_figures(prep, styles, out, written)
-        cost_figures(cc, styles, out, written)
+        cost_figures(cc, styles, out, written, load_bench(perf))
     return written
 
 
@@ -262,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="folder(s) with Parquet result part files (searched recursively)")
     ap.add_argument("--out", default="figures", help="output folder (default: ./figures)")
+    ap.add_argument("--perf", default=str(ROOT / "results" / "perf"),
+                    help="folder of scripts/bench_methods.py JSON for the cost figures' decode times (default: "
+                         "results/perf; 'none': the result rows' batch shares)")
     a = ap.parse_args(argv)
+    perf = None if a.perf.lower() in ("", "none") else Path(a.perf)
     try:
-        written = build(a.results, Path(a.out))
+        written = build(a.results, Path(a.out), perf)
     except R.ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

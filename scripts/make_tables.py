@@ -9,7 +9,8 @@ Writes, for each model:
   (the LongBench layout; written for every suite);
 - ``ablation_<model>``: NestedKV and its three ablations (nestedkv, nestedkv_uniform, keydiff_adaptive,
   keydiff), one block per (suite, bucket);
-- ``cost_<model>``: prefill, scoring share, decode ms/token, KV bytes kept, peak memory per method x r;
+- ``cost_<model>``: prefill, scoring share, decode ms/token (a batch share) and batch size, KV bytes kept, peak
+  memory (prefill or batch) per method x r;
 plus ``all_tables.md`` (everything on one page), ``cells.csv`` / ``task_cells.csv`` (every aggregated cell,
 long format), ``variants.csv`` (what each method label stands for) and ``summary.txt``.
 
@@ -458,8 +459,9 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
     for model, gm in cc.groupby("model", sort=True):
         t = Table(name=R.slug(f"cost_{model}"), title=f"Cost per method and r, {model}",
                   label_cols=["method", "r"],
-                  columns=["n", "prefill s", "scoring % of prefill", "decode ms/token", "KV kept MiB",
-                           "KV kept %", "peak mem GiB"], mark_best=False, show_n=False)
+                  columns=["n", "prefill s", "scoring % of prefill", "decode ms/token (batch share)",
+                           "decode batch", "KV kept MiB", "KV kept %", "peak mem GiB (prefill or batch)"],
+                  mark_best=False, show_n=False)
         for (dev, suite, bucket), g in gm.groupby(["device", "suite", "length_bucket"], sort=True):
             allb = sorted(gm.loc[gm["suite"] == suite, "length_bucket"].unique())
             t.rows.append(", ".join(x for x in (SUITE_TITLE.get(suite, suite) + (
@@ -470,15 +472,18 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
                         return DASH if math.isnan(x) else f"{x * scale:.{d}f}"
                     t.rows.append(((v, DASH if c["reference"] else R.fmt_r(c["r"])), [Cell(text=s) for s in (
                         str(c["n"]), fx(c["prefill_s"], 3), fx(c["scoring_share"], 2, 100),
-                        fx(c["decode_ms_per_token"], 2), _mib(c["kv_bytes_kept"]), fx(c["kept_fraction"], 1, 100),
+                        fx(c["decode_share_ms_per_token"], 2), fx(c["decode_batch_size"], 1),
+                        _mib(c["kv_bytes_kept"]), fx(c["kept_fraction"], 1, 100),
                         fx(c["peak_mem_bytes"], 2, 2.0**-30))]))
         t.notes = ["Means over samples. prefill s: the shared context prefill (one per context, the same for every "
-                   "method of a sweep). scoring %: mean scoring_s / mean prefill_s. decode ms/token: sum decode_s / "
-                   "sum generated tokens; a batched decode's time is shared equally by its rows (decode_s = batch "
-                   "seconds / decode_batch_size), so it does not separate ratios decoded together: "
-                   "scripts/bench_methods.py times each r alone. KV kept: physical bytes held (kv_bytes_kept); "
-                   "KV kept %: logical kept fraction. Blocks per (suite, length bucket, device): costs depend on "
-                   "context length."]
+                   "method of a sweep). scoring %: mean scoring_s / mean prefill_s. decode ms/token (batch share): "
+                   "sum decode_s / sum generated tokens, where decode_s is a row's equal share of its decode batch "
+                   "(decode_batch_s / decode_batch_size; decode batch: mean rows per batch): a batch figure, not one "
+                   "configuration's cost, and it does not separate ratios decoded together; "
+                   "scripts/bench_methods.py times each configuration alone (results/perf/). peak mem: the larger "
+                   "of the shared prefill's peak and the decode batch's (peak_mem_bytes). KV kept: physical bytes "
+                   "held (kv_bytes_kept); KV kept %: logical kept fraction. Blocks per (suite, length bucket, "
+                   "device): costs depend on context length."]
         finish(t)
         tables.append(t)
     return tables

@@ -17,7 +17,7 @@ FIELDS = {
     "n_context_tokens", "decode_tokens", "n_generated_tokens", "prefill_s", "scoring_s", "scoring_fraction",
     "compress_s", "decode_s", "decode_ms_per_token", "kv_bytes_full", "kv_bytes_kept", "kv_bytes_ratio",
     "kept_fraction", "peak_mem_bytes", "peak_mem_prefill_bytes", "peak_mem_decode_bytes", "peak_mem_note",
-    "budget_policy",
+    "budget_policy", "full_decode_ms_per_token", "decode_vs_full", "full_decode_s_all",
 }
 
 
@@ -33,7 +33,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     bench = _bench()
     argv = ["model=tiny-llama-random", f"lengths=[{N}]", f"methods=[{','.join(METHODS)}]",
-            f"r=[{','.join(map(str, RS))}]", "decode_tokens=3", "warmup=false", f"out={out}"]
+            f"r=[{','.join(map(str, RS))}]", "decode_tokens=3", "repeats=2", "warmup=false",
+            f"out={out}"]
     rows = bench.main(argv)
     return bench, argv, out, rows
 
@@ -54,6 +55,13 @@ def test_rows_and_fields(run, capsys):
         assert row["peak_mem_bytes"] >= max(row["peak_mem_prefill_bytes"], row["peak_mem_decode_bytes"]) > 0
         assert row["peak_mem_note"]
     assert {(r["method"], r["r"]) for r in rows} == {("full", 0.0)} | {(m, r) for m in METHODS[1:] for r in RS}
+    for row in rows:  # each configuration's decodes next to the full cache's, from the same rounds
+        assert len(row["decode_s_all"]) == len(row["full_decode_s_all"]) == 2
+        assert row["decode_vs_full"] == pytest.approx(row["decode_ms_per_token"] / row["full_decode_ms_per_token"],
+                                                      rel=1e-2)
+    table = run[0].summary(rows).splitlines()  # printed at the end of the run
+    assert "vs full" in table[0] and len(table) == 2 + len(rows) + 1
+    assert len([line for line in table if " nestedkv " in line]) == len(RS)
 
 
 def test_kv_bytes_follow_r(run):
@@ -65,8 +73,9 @@ def test_kv_bytes_follow_r(run):
         elif row["budget_policy"] == "uniform":  # physically shrunk to (1 - r), up to rounding of n_kept
             assert ratio == pytest.approx(1 - row["r"], abs=1.5 / N), row
             assert ratio == pytest.approx(row["kept_fraction"], abs=1e-6)
-        else:  # adaptive (nestedkv): padded to the longest head, never the full cache at r > 0
-            assert 1 - row["r"] - 1.5 / N <= ratio < 1.0, row
+        else:  # adaptive (nestedkv): the kept entries held ragged, plus one int64 offset per head
+            assert row["budget_policy"] == "adaptive"
+        assert abs(ratio - row["kept_fraction"]) < 0.01, row  # bytes held = the logical kept fraction
 
 
 def test_jsonl_written_and_upserted(run):
@@ -83,7 +92,8 @@ def test_parse_args():
     bench = _bench()
     a = bench.parse_args(["lengths=1024,2048", "methods=[full, keydiff]", "r=[0.5]", "decode_tokens=8", "warmup=false"])
     assert a["lengths"] == [1024, 2048] and a["methods"] == ["full", "keydiff"] and a["r"] == [0.5]
-    assert a["decode_tokens"] == 8 and a["warmup"] is False
-    for bad in (["nope=1"], ["r=[1.0]"], ["decode_tokens=0"], ["context=books"], ["lengths"]):
+    assert a["decode_tokens"] == 8 and a["warmup"] is False and a["repeats"] == a["prefill_repeats"] == 5
+    assert bench.parse_args(["repeats=3", "prefill_repeats=1"])["prefill_repeats"] == 1
+    for bad in (["nope=1"], ["r=[1.0]"], ["decode_tokens=0"], ["prefill_repeats=0"], ["context=books"], ["lengths"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)

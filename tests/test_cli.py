@@ -102,8 +102,12 @@ def test_rows_sizes_and_resume(tmp_path):
                 "method_params", "r", "budget_tokens", "budget_policy", "query_aware", "suite", "task",
                 "length_bucket", "sample_id", "context_id", "n_context_tokens", "n_question_tokens", "n_kept_mean",
                 "kept_fraction", "kv_bytes_full", "kv_bytes_kept", "n_generated_tokens", "prediction", "answers",
-                "metric", "score", "prefill_s", "scoring_s", "decode_s", "peak_mem_bytes"]:
+                "metric", "score", "prefill_s", "scoring_s", "decode_s", "decode_batch_s", "decode_batch_size",
+                "peak_mem_bytes", "peak_mem_prefill_bytes", "peak_mem_decode_batch_bytes"]:
         assert col in rows.columns, col
+    # batch figures, named as such: decode_s is the row's equal share of its batch, peak_mem_bytes the larger peak
+    assert (rows["decode_s"] * rows["decode_batch_size"] - rows["decode_batch_s"]).abs().max() < 1e-9
+    assert (rows["peak_mem_bytes"] == rows[["peak_mem_prefill_bytes", "peak_mem_decode_batch_bytes"]].max(axis=1)).all()
     assert rows["kept_fraction"].between(0.49, 0.5).all()
     assert ((rows["kv_bytes_kept"] / rows["kv_bytes_full"]) - rows["kept_fraction"]).abs().max() < 1e-9
     assert (rows["metric"] == "string_match_all").all() and rows["score"].between(0, 100).all()

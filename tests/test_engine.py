@@ -94,7 +94,8 @@ def test_dropping_finished_rows_keeps_the_others(tiny_arch):
     alone, alone_state, _ = batch_cache([ctxs[2], ctxs[0]])
     keep_rows(batch, state, [2, 0])
     for a, b in zip(batch.layers, alone.layers):
-        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+        (ka, va), (kb, vb) = a.materialize(), b.materialize()
+        assert torch.equal(ka, kb) and torch.equal(va, vb)
     for idx, meta in state.layers.items():
         assert torch.equal(meta.positions, alone_state.layers[idx].positions)
         va, vb = meta.valid, alone_state.layers[idx].valid
@@ -113,10 +114,11 @@ def test_uniform_cache_shrinks_physically():
         n_kept = max(1, int(100 * (1 - r)))  # kvpress's budget on floats: r=0.9 keeps 9 of 100
         assert c.kv_bytes == full_cache_bytes(cache, sliding) * n_kept // 100
         assert c.kept_fraction == pytest.approx(n_kept / 100)
-        assert all(layer.valid is None for layer in c.layers)
+        assert not any(layer.ragged for layer in c.layers)
+        assert c.kv_bytes / full_cache_bytes(cache, sliding) == pytest.approx(c.kept_fraction, abs=1e-9)
 
 
-def test_adaptive_cache_is_padded_not_full():
+def test_adaptive_cache_is_ragged_not_padded():
     model = tiny_model("llama")
     ctx = torch.randint(3, 1000, (1, 100))
     kd = make_method("keydiff")
@@ -124,12 +126,26 @@ def test_adaptive_cache_is_padded_not_full():
     _, sliding = compressed_layers(model)
     kept = select_positions(scores["kd"], kd, 100, 0.75, None, "adaptive", 0.2)
     c = compress(cache, kept, 100, sliding)
+    assert any(layer.ragged for layer in c.layers)  # a random model's heads do split the budget unevenly
     for idx, layer in enumerate(c.layers):
         lengths = [len(ix) for ix in kept[idx]]
         assert sum(lengths) == 2 * 25  # layer budget H_kv * n_kept
-        assert layer.length == max(lengths) < 100  # padded to the longest head only
-        if layer.valid is not None:
-            assert layer.valid.sum(-1).flatten().tolist() == lengths
+        if not layer.ragged:
+            continue
+        assert layer.lengths == tuple(lengths) and layer.length == max(lengths) < 100
+        assert layer.keys.shape == layer.values.shape == (50, 16)  # (T, d): the kept entries, no padding
+        # head h's entries are rows offset[h] .. offset[h] + lengths[h], in position order
+        full_k = cache.layers[idx].keys[0]  # (H_kv, n, d)
+        assert torch.equal(layer.keys[: lengths[0]], full_k[0, kept[idx][0]])
+        assert torch.equal(layer.keys[lengths[0] :], full_k[1, kept[idx][1]])
+        assert layer.positions.tolist() == torch.cat(kept[idx]).tolist()
+        keys, _ = layer.padded()  # the layout the decode's attention sees
+        _, valid, _ = layer.layout()
+        assert keys.shape == (1, 2, max(lengths), 16) and valid[0].sum(-1).tolist() == lengths
+    # bytes held: keys and values of the kept entries plus one int64 offset per head
+    full = full_cache_bytes(cache, sliding)
+    assert c.kv_bytes == full * 25 // 100 + 8 * 2 * len(c.layers) - 8 * 2 * sum(not x.ragged for x in c.layers)
+    assert abs(c.kv_bytes / full - c.kept_fraction) < 0.01
 
 
 def test_gemma_sliding_layers_keep_their_window():

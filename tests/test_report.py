@@ -233,7 +233,8 @@ def test_paper_numbers_and_ablation_and_cost(tmp_path):
     rows = []
     for m in ("full", "nestedkv", "nestedkv_uniform", "keydiff_adaptive", "keydiff"):
         for r in ((0.0,) if m == "full" else (0.5, 0.75)):
-            rows += [row(m, r, "a", i, 50 + 10 * i, decode_s=0.1 * (1 + i), n_generated_tokens=10) for i in range(2)]
+            rows += [row(m, r, "a", i, 50 + 10 * i, decode_s=0.1 * (1 + i), n_generated_tokens=10,
+                         decode_batch_size=4) for i in range(2)]
     write(rows, tmp_path / "res")
     make_tables.build([str(tmp_path / "res")], tmp_path / "out", paper=True)
     md = (tmp_path / "out" / "ruler_4k_Qwen3-4B.md").read_text()
@@ -241,8 +242,10 @@ def test_paper_numbers_and_ablation_and_cost(tmp_path):
     abl = (tmp_path / "out" / "ablation_Qwen3-4B.md").read_text()
     assert "| nestedkv_uniform | w/o adaptive budget |" in abl and "[79.32]" in abl
     cost = (tmp_path / "out" / "cost_Qwen3-4B.md").read_text()
-    # prefill 2 s, scoring 0.1/2 = 5 %, decode (0.1 + 0.2) / 20 tokens = 15 ms/token, KV 0.25 MiB at r=0.75
-    assert "| nestedkv | 0.75 | 2 | 2.000 | 5.00 | 15.00 | 0.2 | 25.0 | 1.00 |" in cost
+    # prefill 2 s, scoring 0.1/2 = 5 %, decode (0.1 + 0.2) / 20 tokens = 15 ms/token (a share of batches of 4),
+    # KV 0.25 MiB at r=0.75
+    assert "| nestedkv | 0.75 | 2 | 2.000 | 5.00 | 15.00 | 4.0 | 0.2 | 25.0 | 1.00 |" in cost
+    assert "decode ms/token (batch share)" in cost and "not one configuration's cost" in cost
     # without --paper no paper numbers
     make_tables.build([str(tmp_path / "res")], tmp_path / "out2")
     assert "[79.32]" not in (tmp_path / "out2" / "ruler_4k_Qwen3-4B.md").read_text()
@@ -297,6 +300,33 @@ def test_figures_written_and_reproducible(tmp_path):
     assert all(p.stat().st_size > 1000 for p in w1)
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "f1", tmp_path / "f2", names, shallow=False)
     assert not mismatch and not errors and len(w1) == len(w2)
+    # with scripts/bench_methods.py rows for the model, the cost figure shows their decode times instead
+    perf = tmp_path / "perf"
+    perf.mkdir()
+    bench = [dict(model="Qwen3-4B", device="cpu", method=m, method_class=m, r=r, n_context_tokens=n,
+                  decode_ms_per_token=ms, created_at="2025-01-01T00:00:00+00:00")
+             for m, r, n, ms in (("full", 0.0, 1024, 30.0), ("keydiff", 0.75, 1024, 20.0),
+                                 ("full", 0.0, 8192, 90.0), ("keydiff", 0.75, 8192, 40.0))]
+    (perf / "qwen3-4b-cpu.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
+    w3 = make_figures.build([str(tmp_path / "res")], tmp_path / "f3", perf)
+    cost = "cost_ruler_1k_Qwen3-4B.png"
+    assert not filecmp.cmp(tmp_path / "f1" / cost, tmp_path / "f3" / cost, shallow=False)
+    assert len(w3) == len(w1)
+
+
+def test_cost_figure_takes_the_benchmark_length_nearest_the_rows():
+    cc = pd.DataFrame({"variant": ["full", "keydiff", "nestedkv"], "reference": [True, False, False],
+                       "r": [0.0, 0.75, 0.75], "n_context_tokens": [3000.0, 3000.0, 3000.0]})
+    bench = pd.DataFrame([dict(model="m", device="cpu", method=m, method_class=m, r=r, n_context_tokens=n,
+                               decode_ms_per_token=ms)
+                          for m, r, n, ms in (("full", 0.0, 2048, 30.0), ("keydiff", 0.75, 2048, 20.0),
+                                              ("full", 0.0, 8192, 90.0), ("keydiff", 0.75, 8192, 40.0),
+                                              ("snapkv", 0.75, 4096, 25.0))])
+    rows, n = make_figures.bench_decode(bench, cc, "m", "cpu")
+    # 3000 tokens: 2048 is nearer than 8192 on a log scale (x1.46 vs x2.73); snapkv is not in the rows
+    assert n == 2048
+    assert sorted(zip(rows["variant"], rows["decode_ms_per_token"])) == [("full", 30.0), ("keydiff", 20.0)]
+    assert make_figures.bench_decode(bench, cc, "m", "cuda") is None  # no benchmark on that device
 
 
 # ------------------------------------------------------------------------------- distinct configurations
