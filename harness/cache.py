@@ -256,8 +256,8 @@ def keep_rows(cache: DynamicCache, state: Masking, rows: list[int]) -> None:
             index[device] = torch.tensor(rows, dtype=torch.long, device=device)
         return index[device]
 
-    for layer in cache.layers:
-        layer.keep_rows(on(layer.device))
+    for layer in cache.layers:  # decode caches are built of harness.decode_cache layers, which have keep_rows
+        layer.keep_rows(on(layer.device))  # type: ignore[union-attr,arg-type]
     for meta in state.layers.values():
         meta.positions = meta.positions.index_select(0, on(meta.positions.device))
         if meta.valid is not None:

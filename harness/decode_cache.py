@@ -131,6 +131,7 @@ class ContextLayer(DynamicLayer):
             self._k[:, :, start : start + q] = key_states
             self._v[:, :, start : start + q] = value_states
             self._expose()
+            assert self.keys is not None and self.values is not None
             return self.keys, self.values
         self._appended(self._fk)[self.rows, :, m : m + q] = key_states
         self._appended(self._fv)[self.rows, :, m : m + q] = value_states
@@ -154,6 +155,7 @@ class ContextLayer(DynamicLayer):
     def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys and values (B, H, L + m, d) attention sees now (for tests and inspection)."""
         if self.dense:
+            assert self.keys is not None and self.values is not None
             return self.keys, self.values
         index = self._index[:, :, : self.n_context + self.n_appended]
         return self._fk[index], self._fv[index]
