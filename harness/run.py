@@ -23,6 +23,7 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
     chat = {"chat_template_kwargs": plan.model.chat_template_kwargs} if plan.model.chat_template_kwargs else {}
     return {
         **chat,
+        **prefill_context(cfg),
         "model": plan.model.name,
         "model_source": plan.model.hub_id or plan.model.path or plan.model.package or plan.model.source,
         "dtype": dtype,
@@ -33,6 +34,17 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
         "max_context": cfg.get("max_context"),
         "max_new_tokens": cfg.get("max_new_tokens"),
     }
+
+
+def prefill_context(cfg) -> dict:
+    """The prefill protocol's settings for ``run_context``, only where they are not the default (so the run ids
+    of default runs stay what they were): ``prefill`` (layerwise) and ``prefill_chunk``."""
+    out = {}
+    if cfg.get("prefill", "default") != "default":
+        out["prefill"] = cfg.get("prefill")
+    if cfg.get("prefill_chunk") is not None:
+        out["prefill_chunk"] = cfg.get("prefill_chunk")
+    return out
 
 
 def run(cfg) -> pd.DataFrame:
@@ -84,7 +96,8 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     runner = SweepRunner(
         model, tokenizer, cells, static, window=plan.window, max_context=cfg.get("max_context"),
         decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
-        extra_scores=plan.task.extra_scores,
+        extra_scores=plan.task.extra_scores, prefill=cfg.get("prefill", "default"),
+        prefill_chunk=cfg.get("prefill_chunk"),
     )
     groups = group_by_context(data.records)
     if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)
