@@ -109,6 +109,7 @@ class _Evicting(attention.Scoring):
     counts: dict = field(default_factory=dict)  # compressed layer -> kept entries per head
     token_bytes: dict = field(default_factory=dict)  # layer -> bytes of one token's keys and values
     keep_scores: bool = False  # the method runs a decode rule: keep the scores of the kept entries
+    rotary: object = None  # the model's rotary module (re-rotation of kept keys, ``Method.rerotate``)
     next_position: int = 0  # where the question starts (n; the kept length when the method re-rotates)
     evict_s: float = 0.0
 
@@ -154,7 +155,7 @@ class _Evicting(attention.Scoring):
             sc = scores if self.keep_scores else None
             if self.mask is None and self.final:  # one chunk: positions are cache indices, the default's gather
                 shim = SimpleNamespace(layers=[SimpleNamespace(keys=keys, values=values)])
-                one = compress(shim, {0: heads}, length, {0: None}, method.rerotate, self.rotary_emb,
+                one = compress(shim, {0: heads}, length, {0: None}, method.rerotate, self.rotary,
                                {0: sc} if sc is not None else None)
                 entries = one.layers[0]
                 entries.sliding_window = window
@@ -178,7 +179,7 @@ class _Evicting(attention.Scoring):
         kk, vv, pp = torch.gather(keys, 2, g), torch.gather(values, 2, g), torch.gather(pos, 2, index[None])
         if self.final and self.cell.method.rerotate:
             new = torch.arange(k, device=keys.device).expand(1, h_kv, k)
-            kk, pp = rerotate(kk, pp, new, self.rotary_emb), new.clone()
+            kk, pp = rerotate(kk, pp, new, self.rotary), new.clone()
             self.next_position = k
         kept_scores = torch.gather(scores.to(keys.device), 1, index)[None] if scores is not None else None
         return LayerEntries(kk, vv, pp, None, window, True, kept_scores)
@@ -231,7 +232,7 @@ def prefill_compress(step, ids: torch.Tensor, cell: Cell, layerwise: bool = Fals
         state = _Evicting({cell.score_key: cell.method}, step.layers, step.rotary if cell.method.needs_rotary else None,
                           cell=cell, n=n, n_layers=step.n_layers, sliding=step.sliding, layerwise=layerwise,
                           final=final, cache=cache, mask=mask, keep_scores=step.rule(cell, n) is not None,
-                          next_position=n)
+                          rotary=step.rotary, next_position=n)
         with attention._activate("scoring", state):
             if mask is None:
                 base(input_ids=ids[:, s:e], position_ids=positions, use_cache=True, **with_cache(base, cache))
