@@ -27,7 +27,8 @@ glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``: large tensor
 in the heap) and ``malloc_trim`` before each phase. Keys (``key=value``, lists ``[a,b]``): ``model``, ``lengths``,
 ``methods``, ``r``, ``modes`` (any of default, layerwise, chunked), ``prefill_chunk``, ``decode_tokens``,
 ``context`` (random | noise), ``seed``, ``device``, ``dtype``, ``attn_impl``, ``threads``, ``isolate`` (auto: a
-worker per length on CPU), ``out`` (folder, default results/perf; none: print only), ``figure`` (true: draw
+worker per length on CPU), ``tokenizer`` (a tokenizer folder or model name replacing a random model's, e.g. the
+SmolLM2 tokenizer scripts/gpu_check.sh carries where its package is not installed), ``out`` (folder, default results/perf; none: print only), ``figure`` (true: draw
 ``<out>/memory_<model>-<device>.png`` from the file). Rows upsert into ``<out>/memory_<model>-<device>.jsonl``.
 """
 
@@ -58,7 +59,7 @@ DEFAULTS: dict = {
     "model": "smollm2-135m", "lengths": [1024, 2048, 4096], "methods": ["full", "keydiff", "snapkv"],
     "r": [0.5, 0.75, 0.9], "modes": list(MODES), "prefill_chunk": 512, "decode_tokens": 4, "context": "random",
     "seed": 0, "device": "auto", "dtype": "auto", "attn_impl": "sdpa", "threads": None, "isolate": "auto",
-    "out": "results/perf", "figure": True,
+    "out": "results/perf", "figure": True, "tokenizer": None,
 }
 LIST_KEYS = {"lengths": int, "methods": str, "r": float, "modes": str}
 INT_KEYS = {"prefill_chunk", "decode_tokens", "seed", "threads"}
@@ -141,7 +142,7 @@ def measure_length(model, tok, n: int, methods, args: dict, static: dict) -> lis
     q_ids = bm.context_ids(tok, vocab, 1, "random", args["seed"] + 7)
     chunk = args["prefill_chunk"]
     warm = bm.context_ids(tok, vocab, min(n, 256), args["context"], args["seed"])
-    for label, method, policy, safeguard in methods:  # kernels, lazily loaded libraries, allocator pools
+    for label, method, _policy, safeguard in methods:  # kernels, lazily loaded libraries, allocator pools
         cell = Cell(label, method, 0.5, None, "uniform", safeguard)
         step.compress(cell, step.prefill(warm, [cell]))
         ok = "chunked" in args["modes"] and prefill_error(method, "uniform", False, "layerwise", 128) is None
@@ -204,13 +205,16 @@ def measure_length(model, tok, n: int, methods, args: dict, static: dict) -> lis
 
 
 def _load(args: dict):
-    from harness.models import load_model
+    from harness.models import load_model, model_spec
     from harness.plan import build_method, load_method_config
 
     if args["threads"]:
         torch.set_num_threads(int(args["threads"]))
     torch.manual_seed(args["seed"])
-    model, tok = load_model(args["model"], dtype=args["dtype"], device=args["device"], attn_impl=args["attn_impl"])
+    spec = model_spec(args["model"])
+    if args.get("tokenizer"):
+        spec.tokenizer = args["tokenizer"]
+    model, tok = load_model(spec, dtype=args["dtype"], device=args["device"], attn_impl=args["attn_impl"])
     methods = [build_method(load_method_config(name)) for name in args["methods"]]
     return model, tok, methods
 
@@ -297,29 +301,38 @@ def main(argv: list[str]) -> list[dict]:
     cpu = args["device"] == "cpu" or (args["device"] == "auto" and not torch.cuda.is_available())
     isolate = args["isolate"] == "true" or (args["isolate"] == "auto" and cpu)
     rows: list[dict] = []
+    out = None if str(args["out"]).lower() in ("none", "null", "") else Path(args["out"])
+    out = ROOT / out if out is not None and not out.is_absolute() else out
+    path = None
+
+    def keep(got: list[dict]) -> None:  # after each length: an interrupted run keeps what it measured
+        nonlocal path
+        if got and out is not None:
+            path = out / f"memory_{_slug(got[0]['model'])}-{_slug(got[0]['device'])}.jsonl"
+            write_rows(path, got)
+            print(f"[bench_memory] {len(got)} rows -> {path}", file=sys.stderr)
+
     if isolate:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}
         for n in args["lengths"]:
-            out = subprocess.run([sys.executable, __file__, "--worker", json.dumps({**args, "lengths": [n]})],
-                                 env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-            got = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+            done = subprocess.run([sys.executable, __file__, "--worker", json.dumps({**args, "lengths": [n]})],
+                                  env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            got = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
             for row in got:
                 print(json.dumps(row), flush=True)
-            if out.returncode:
-                raise SystemExit(f"bench_memory: the worker for length {n} failed (exit {out.returncode})")
+            keep(got)
+            if done.returncode:
+                raise SystemExit(f"bench_memory: the worker for length {n} failed (exit {done.returncode})")
             rows += got
     else:
         model, tok, methods = _load(args)
         static = _static(model, args)
         for n in args["lengths"]:
-            rows += measure_length(model, tok, n, methods, args, static)
-    if rows and str(args["out"]).lower() not in ("none", "null", ""):
-        out = Path(args["out"]) if Path(args["out"]).is_absolute() else ROOT / args["out"]
-        path = out / f"memory_{_slug(rows[0]['model'])}-{_slug(rows[0]['device'])}.jsonl"
-        write_rows(path, rows)
-        print(f"[bench_memory] {len(rows)} rows -> {path}", file=sys.stderr)
-        if args["figure"]:
-            print(f"[bench_memory] figure -> {figure(path)}", file=sys.stderr)
+            got = measure_length(model, tok, n, methods, args, static)
+            keep(got)
+            rows += got
+    if path is not None and args["figure"]:
+        print(f"[bench_memory] figure -> {figure(path)}", file=sys.stderr)
     return rows
 
 
