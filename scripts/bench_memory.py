@@ -24,7 +24,8 @@ held after the model loaded and warmed up (weights, runtime), so it is what the 
 activations. On CUDA the allocator's peak is exact. On CPU it is the resident-set high-water mark (``VmHWM``, reset
 before each phase); to make that track live tensors each context length runs in a worker process of its own with
 glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``: large tensors are mapped and unmapped, not kept
-in the heap) and ``malloc_trim`` before each phase. Keys (``key=value``, lists ``[a,b]``): ``model``, ``lengths``,
+in the heap), ``malloc_trim`` before each phase, and the weights copied into anonymous memory (a file-backed page
+dropped under memory pressure and read again would count in a phase). Keys (``key=value``, lists ``[a,b]``): ``model``, ``lengths``,
 ``methods``, ``r``, ``modes`` (any of default, layerwise, chunked), ``prefill_chunk``, ``decode_tokens``,
 ``context`` (random | noise), ``seed``, ``device``, ``dtype``, ``attn_impl``, ``threads``, ``isolate`` (auto: a
 worker per length on CPU), ``tokenizer`` (a tokenizer folder or model name replacing a random model's, e.g. the
@@ -216,6 +217,10 @@ def _load(args: dict):
         spec.tokenizer = args["tokenizer"]
     model, tok = load_model(spec, dtype=args["dtype"], device=args["device"], attn_impl=args["attn_impl"])
     methods = [build_method(load_method_config(name)) for name in args["methods"]]
+    if next(model.parameters()).device.type == "cpu":  # weights read from a file mapping are file-backed pages, which
+        with torch.no_grad():  # the kernel may drop and fault in again inside a phase: copied into anonymous memory
+            for t in [*model.parameters(), *model.buffers()]:
+                t.data = t.data.clone()
     return model, tok, methods
 
 
