@@ -54,8 +54,8 @@ def prefill_error(method: Method, policy: str, query_aware: bool, mode: str, chu
         return None
     rows = method.prefill_query_rows(_HUGE)
     if rows is None:
-        return (f"method {method.name!r} scores with the attention of every prefill query, which a chunked prefill "
-                f"no longer has (earlier chunks' queries are gone); run it without prefill_chunk")
+        return (f"method {method.name!r} scores with every query of the prefill (their attention or statistics), "
+                f"which a chunked prefill no longer has (earlier chunks' queries are gone); run it without prefill_chunk")
     if method.needs_rotary:
         return (f"method {method.name!r} needs the prefill's positions 0..n-1 (needs_rotary), which a chunked "
                 f"cache no longer holds; run it without prefill_chunk")

@@ -34,7 +34,7 @@ def test_rows_modes_and_file(tmp_path):
     assert full["kv_bytes_full"] == full["kv_bytes_kept"] == 128 * 512
     assert h2o["kv_bytes_kept"] == 64 * 512 and rows[2]["kv_bytes_kept"] == 32 * 512  # uniform: r = 0.5, 0.75
     assert full["peak_chunked_bytes"] > 0 and full["chunks"] == 4
-    assert h2o["peak_chunked_bytes"] is None and "every prefill query" in h2o["chunked_skipped"]
+    assert h2o["peak_chunked_bytes"] is None and "every query of the prefill" in h2o["chunked_skipped"]
     assert nested["budget_policy"] == "adaptive" and nested["chunked_budget_policy"] == "uniform"
     assert nested["peak_chunked_bytes"] > 0
     path = tmp_path / "memory_tiny-llama-random-cpu.jsonl"

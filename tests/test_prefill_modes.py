@@ -191,8 +191,8 @@ TINY = ["model=tiny-llama-random", "progress=false", "dtype=float32", "device=cp
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["method=h2o", "prefill_chunk=256"], "scores with the attention of every prefill query"),
-        (["method=expected_attention", "prefill_chunk=256"], "scores with the attention of every prefill query"),
+        (["method=h2o", "prefill_chunk=256"], "scores with every query of the prefill"),
+        (["method=expected_attention", "prefill_chunk=256"], "scores with every query of the prefill"),
         (["method=snapkv", "prefill_chunk=32"], "reads the last 64 query rows of the prefill; prefill_chunk=32"),
         (["method=nestedkv", "prefill_chunk=256"], "prefill_chunk needs budget_policy=uniform (nestedkv runs adaptive)"),
         (["method=keydiff", "prefill_chunk=0"], "prefill_chunk must be an integer >= 1"),
@@ -239,3 +239,16 @@ def test_cli_layerwise_rows_equal_the_default(tmp_path):
     assert not set(own["run_id"]) & set(base["run_id"])
     assert set(chunked["prefill_chunk"]) == {512} and len(chunked) == 6
     assert (chunked["n_context_tokens"] > 512).all()  # more than one chunk
+
+
+def test_cli_refuses_with_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "harness", *TINY, f"output_dir={tmp_path}", "methods=[keydiff,h2o]",
+                          "prefill_chunk=256"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                         text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr
+    assert lines[0].startswith("error: method 'h2o' scores with every query of the prefill"), lines
