@@ -124,6 +124,11 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
         f"per context, {total} rows (sample x configuration) to compute, results in {out_dir}",
         file=sys.stderr,
     )
+    own = prefill_context(cfg)
+    if own and len(cells) > 1:  # docs/protocol.md, "Layer-wise and chunked prefill"
+        how = ", ".join(f"{k}={v}" for k, v in own.items())
+        print(f"[kvbench] {how}: each of the {len(cells)} configurations prefills every context on its own (the "
+              f"one-prefill sharing of the sweep does not apply) and decodes alone", file=sys.stderr)
     # counts rows (sample x configuration), moved after every decode batch: time left = rows left / row rate
     bar = tqdm(total=total, unit="row", disable=not cfg.get("progress", True), desc=f"{plan.task_name}")
     try:
