@@ -254,7 +254,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def figure(path: Path) -> Path | None:
     """``memory_<model>-<device>.png`` next to the jsonl: per r, peak above the model vs context length, one line
-    per (method, mode) and the full cache's default prefill for reference."""
+    per (method, mode); the uncompressed reference's default prefill and the full cache's own bytes for scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,29 +267,36 @@ def figure(path: Path) -> Path | None:
     styles = {"default": "-", "layerwise": "--", "chunked": ":", "decode": "-."}
     methods = sorted({r["method"] for r in rows if r["r"] > 0})
     colors = {m: f"C{i}" for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, len(rs), figsize=(4.6 * len(rs), 4), sharey=True, squeeze=False)
+    lengths = sorted({r["n_context_tokens"] for r in rows})
+    fig, axes = plt.subplots(1, len(rs), figsize=(max(6.5, 4.6 * len(rs)), 4.4), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], rs):
-        full = sorted((x for x in rows if x["method"] == "full" and x.get("peak_default_above_model_bytes")),
-                      key=lambda x: x["n_context_tokens"])
-        if full:
-            ax.plot([x["n_context_tokens"] for x in full], [x["peak_default_above_model_bytes"] / 2**20 for x in full],
-                    color="k", lw=2, label="full cache (default prefill)")
+        full = sorted((x for x in rows if x["method"] == "full"), key=lambda x: x["n_context_tokens"])
+        pts = [(x["n_context_tokens"], x.get("peak_default_above_model_bytes")) for x in full]
+        pts = [(a, b / 2**20) for a, b in pts if b is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="k", lw=2, marker="o", ms=3, label="full: default prefill")
+        cache = sorted({(x["n_context_tokens"], x["kv_bytes_full"]) for x in rows if x.get("kv_bytes_full")})
+        if cache:
+            ax.plot([a for a, _ in cache], [b / 2**20 for _, b in cache], color="0.6", lw=1, label="full KV cache itself")
         for m in methods:
             pts = sorted((x for x in rows if x["method"] == m and x["r"] == r), key=lambda x: x["n_context_tokens"])
             for mode, ls in styles.items():
                 xs = [(x["n_context_tokens"], x.get(f"peak_{mode}_above_model_bytes")) for x in pts]
                 xs = [(a, b / 2**20) for a, b in xs if b is not None]
                 if xs:
-                    ax.plot(*zip(*xs), ls=ls, color=colors[m], marker="o", ms=3, label=f"{m} {mode}")
-        ax.set_title(f"r = {r}")
+                    ax.plot(*zip(*xs), ls=ls, color=colors[m], marker="o", ms=3, label=f"{m}: {mode}")
+        ax.set_title(f"r = {r}", fontsize=10)
         ax.set_xlabel("context tokens")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("peak memory above the loaded model (MiB)")
     axes[0][-1].legend(fontsize=7, loc="upper left")
     head = rows[0]
     chunk = next((x.get("prefill_chunk") for x in rows if x.get("prefill_chunk")), None)
-    fig.suptitle(f"{head['model']} on {head['device']} ({head['dtype']}): prefill modes (chunks of {chunk}) and decode")
+    fig.suptitle(f"{head['model']}, {head['device']}, {head['dtype']}: peak memory of the prefill modes "
+                 f"(chunks of {chunk}) and of decoding", fontsize=9)
     fig.tight_layout()
     png = path.with_suffix(".png")
     fig.savefig(png, dpi=120)
