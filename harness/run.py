@@ -15,10 +15,29 @@ from harness.errors import UsageError
 from harness.plan import Plan, check_output_dir, make_plan, shard_of
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
 
-if TYPE_CHECKING:  # pandas and pyarrow load with the first run, not with compose / run_context (the GPU check's
-    import pandas as pd  # benchmarks use those two where neither is installed: scripts/gpu_check.sh)
+if TYPE_CHECKING:
+    import pandas as pd
 
-    from harness.results import ContextClaims, DoneIndex, ResultWriter
+    from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, describe, read_rows
+
+# harness.results (pandas, pyarrow) loads with the first run, not with compose / run_context: the GPU check's
+# benchmarks use those two where neither is installed (scripts/gpu_check.sh)
+_RESULTS = ("ContextClaims", "DoneIndex", "ResultWriter", "clean_leftovers", "describe", "read_rows")
+
+
+def _load_results() -> None:
+    """harness.results' names into this module (a name already set, e.g. by a test, is kept)."""
+    from harness import results
+
+    for name in _RESULTS:
+        globals().setdefault(name, getattr(results, name))
+
+
+def __getattr__(name: str):
+    if name in _RESULTS:
+        _load_results()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
@@ -65,7 +84,8 @@ def run(cfg) -> pd.DataFrame:
 
 def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     from harness.models import load_model, resolve_device, resolve_dtype
-    from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, read_rows
+
+    _load_results()
 
     device = resolve_device(device_arg)
     dtype = str(resolve_dtype(cfg.dtype, device)).replace("torch.", "")
@@ -158,8 +178,6 @@ def _compute(pending, counted, cells, runner, done: DoneIndex, writer: ResultWri
     """Every pending context under its claim. A context that another live run of the same configurations is
     computing is skipped and revisited at the end, when only what is still missing is computed (nothing when
     that run finished it, all of it when it died). Rows are flushed before a claim is released."""
-    from harness.results import describe
-
     n, k, told = len(pending), 0, False
     at = {"context": ""}
     runner.progress = lambda rows, note: (bar.update(rows), bar.set_postfix_str(f"{at['context']}: {note}"))
