@@ -276,8 +276,9 @@ class SweepRunner:
             "decode_s": float(decode_s),
             "decode_batch_size": int(batch),
             "peak_mem_bytes": int(peak),
-            "prefill": self.prefill,  # default | layerwise (docs/protocol.md, "Layer-wise and chunked prefill")
-            "prefill_chunk": self.prefill_chunk,  # tokens per prefill chunk, or None (one chunk)
+            # default | layerwise; tokens per prefill chunk or None (docs/protocol.md, "Layer-wise and chunked prefill")
+            "prefill": getattr(self, "prefill", "default"),
+            "prefill_chunk": getattr(self, "prefill_chunk", None),
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
         if self.extra_scores:
