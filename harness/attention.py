@@ -5,7 +5,9 @@ function registered under the same name in ``AttentionMaskInterface``). It sees 
 keys of every architecture, so no method needs per-architecture code.
 
 - Prefill (a ``Scoring`` context is active): each requested method scores the layer's keys (and queries),
-  then the base kernel (sdpa / eager / flash) computes attention as usual.
+  then the base kernel (sdpa / eager / flash) computes attention as usual, then ``Scoring.after`` runs (a
+  layer-wise prefill compresses the layer there). A chunk of a chunked prefill has both contexts active: the
+  chunk attends over the kept cache with masks, and is scored after.
 - Decode over a compressed cache (a ``Masking`` context is active): every layer's keys may be fewer than the
   context, of different lengths per head (padded, with a validity mask) and per batch row (several
   configurations decoded as one batch). The mask is built here from the *positions* of the cached entries:
@@ -123,6 +125,10 @@ class Scoring:
             sync(key.device)
             self.seconds[name] += time.perf_counter() - t0
             self.scores[name][idx] = s.float()
+
+    def after(self, module) -> None:
+        """Called once the layer's attention is computed (its cache holds the layer's keys and values): nothing
+        here; a layer-wise prefill compresses the layer now (harness/prefill_modes.py)."""
 
 
 @dataclass
@@ -264,18 +270,26 @@ def masked_attention(module, query, key, value, state: Masking, scaling, dropout
 def _make_forward(base: str):
     def kvbench_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         mask_state = _current("masking")
-        if mask_state is not None and module.layer_idx in mask_state.layers:
-            return masked_attention(module, query, key, value, mask_state, scaling, dropout)
         score_state = _current("scoring")
+        if mask_state is not None and module.layer_idx in mask_state.layers:
+            out = masked_attention(module, query, key, value, mask_state, scaling, dropout)
+            if score_state is not None:  # a chunk of a chunked prefill (harness/prefill_modes.py): kept cache + chunk
+                score_state.observe(module, query, key, value, scaling)
+                score_state.after(module)
+            return out
         if score_state is not None:
             score_state.observe(module, query, key, value, scaling)
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         if base == "eager":
-            return _eager(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-        return ALL_ATTENTION_FUNCTIONS[base](
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
+            out = _eager(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        else:
+            out = ALL_ATTENTION_FUNCTIONS[base](
+                module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+            )
+        if score_state is not None:
+            score_state.after(module)
+        return out
 
     kvbench_attention.__name__ = f"kvbench_{base}"
     return kvbench_attention

@@ -10,6 +10,7 @@ it decodes cannot differ between them::
     pre = step.prefill(ids, cells)         # one full-attention prefill scoring the methods of every cell
     kept = step.select(cell, pre)          # kept positions per compressed layer and KV head
     ctx = step.compress(cell, pre, kept)   # the cell's compressed cache (kept=None: select first)
+    ctx, cost = step.prefill_compress(ids, cell, layerwise=True, chunk=None)  # or: one cell on its own prefill
     preds, n_generated, seconds = step.decode([cell], [ctx], question_ids, max_new_tokens, stop_strings)
 
 Selecting and compressing are separate calls because the sweep selects once per context and compresses once
@@ -57,6 +58,14 @@ class ConfigStep:
         methods are equal share a ``score_key``)."""
         cache, scores, seconds, prefill_s = prefill(self.model, ids, {c.score_key: c.method for c in cells})
         return Prefilled(cache, scores, seconds, prefill_s, int(ids.shape[-1]), full_cache_bytes(cache, self.sliding))
+
+    def prefill_compress(self, ids: torch.Tensor, cell: Cell, layerwise: bool = False, chunk: int | None = None):
+        """``cell``'s compressed cache from a prefill of its own (``prefill=layerwise``: each layer compressed right
+        after its attention; ``prefill_chunk``: chunks of ``chunk`` tokens, evicted to the budget after each):
+        (CompressedContext, prefill_modes.OwnPrefill). docs/protocol.md, "Layer-wise and chunked prefill"."""
+        from harness.prefill_modes import prefill_compress
+
+        return prefill_compress(self, ids, cell, layerwise, chunk)
 
     def restrict(self, pre: Prefilled, ids: torch.Tensor, n: int) -> Prefilled:
         """The prefill of ``ids`` (1, pre.n) as if only its first ``n`` tokens had entered the cache while all of

@@ -345,9 +345,25 @@ def check_output_dir(value) -> Path:
     return path
 
 
+def check_prefill(cfg, cells: list[Cell]) -> None:
+    """``prefill`` and ``prefill_chunk`` (docs/protocol.md, "Layer-wise and chunked prefill"): known values, and a
+    combination every configuration can run (harness.prefill_modes.prefill_error says why not)."""
+    from harness.prefill_modes import prefill_error
+
+    mode, chunk = cfg.get("prefill", "default"), cfg.get("prefill_chunk")
+    if (mode != "default" or chunk is not None) and str(cfg.get("turns", 1)) != "1":
+        raise UsageError("turns (multi-turn conversations) runs on the default prefill only: give prefill=default "
+                         "and prefill_chunk=null, or turns=1")
+    for cell in cells:
+        err = prefill_error(cell.method, cell.policy, cell.query_aware, mode, chunk)
+        if err:
+            raise UsageError(err if cell.label == cell.method.name else f"{cell.label}: {err}")
+
+
 def make_plan(cfg) -> Plan:
     check_keys(cfg)
     cells = build_cells(cfg)
+    check_prefill(cfg, cells)
     shard = parse_shard(cfg.get("shard"))
     try:
         spec = model_spec(cfg.model if OmegaConf.is_config(cfg.model) else str(cfg.model))  # a missing path fails here

@@ -169,18 +169,22 @@ def select_positions(
     decoder layers (default: the highest scored layer + 1; give the model's count, ``num_layers``)."""
     if not method.compresses:
         return {i: [torch.arange(n, device=s.device)] * s.shape[0] for i, s in scores.items()}
-    n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
-    if budget_tokens is not None:
-        kept = float(min(n, budget_tokens))
-    else:
-        assert r is not None  # n_kept_for raised if neither was given
-        kept = n * (1.0 - r)
     n_layers = n_layers if n_layers is not None else max(scores, default=-1) + 1
     out = {}
     for i, s in scores.items():
-        layer_kept = min(n, max(1, int(method.layer_budget(n, n_kept, kept, i, n_layers))))
-        out[i] = select(s, layer_kept, policy, safeguard, method.protected(n, layer_kept))
+        budget = layer_kept(method, n, r, budget_tokens, i, n_layers)
+        out[i] = select(s, budget, policy, safeguard, method.protected(n, budget))
     return out
+
+
+def layer_kept(method: Method, n: int, r: float | None, budget_tokens: int | None, layer: int, n_layers: int) -> int:
+    """Entries each KV head of ``layer`` keeps of an ``n``-token context: the method's ``layer_budget`` around the
+    uniform ``n_kept`` (all ``n`` for the uncompressed reference)."""
+    if not method.compresses:
+        return n
+    n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
+    kept = float(min(n, budget_tokens)) if budget_tokens is not None else n * (1.0 - r)
+    return min(n, max(1, int(method.layer_budget(n, n_kept, kept, layer, n_layers))))
 
 
 def eos_ids(model, tokenizer) -> set[int]:

@@ -7,13 +7,37 @@ import json
 import sys
 import time
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from tqdm.auto import tqdm
 
 from harness.errors import UsageError
 from harness.plan import Plan, check_output_dir, make_plan, shard_of
-from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, describe, read_rows
 from harness.sweep import SweepRunner, device_name, git_commit, group_by_context, versions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.results import ContextClaims, DoneIndex, ResultWriter, clean_leftovers, describe, read_rows
+
+# harness.results (pandas, pyarrow) loads with the first run, not with compose / run_context: the GPU check's
+# benchmarks use those two where neither is installed (scripts/gpu_check.sh)
+_RESULTS = ("ContextClaims", "DoneIndex", "ResultWriter", "clean_leftovers", "describe", "read_rows")
+
+
+def _load_results() -> None:
+    """harness.results' names into this module (a name already set, e.g. by a test, is kept)."""
+    from harness import results
+
+    for name in _RESULTS:
+        globals().setdefault(name, getattr(results, name))
+
+
+def __getattr__(name: str):
+    if name in _RESULTS:
+        _load_results()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
@@ -25,6 +49,7 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
     return {
         **chat,
         **turns,
+        **prefill_context(cfg),
         "model": plan.model.name,
         "model_source": plan.model.hub_id or plan.model.path or plan.model.package or plan.model.source,
         "dtype": dtype,
@@ -35,6 +60,17 @@ def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
         "max_context": cfg.get("max_context"),
         "max_new_tokens": cfg.get("max_new_tokens"),
     }
+
+
+def prefill_context(cfg) -> dict:
+    """The prefill protocol's settings for ``run_context``, only where they are not the default (so the run ids
+    of default runs stay what they were): ``prefill`` (layerwise) and ``prefill_chunk``."""
+    out = {}
+    if cfg.get("prefill", "default") != "default":
+        out["prefill"] = cfg.get("prefill")
+    if cfg.get("prefill_chunk") is not None:
+        out["prefill_chunk"] = cfg.get("prefill_chunk")
+    return out
 
 
 def run(cfg) -> pd.DataFrame:
@@ -50,6 +86,8 @@ def run(cfg) -> pd.DataFrame:
 
 def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     from harness.models import load_model, resolve_device, resolve_dtype
+
+    _load_results()
 
     device = resolve_device(device_arg)
     dtype = str(resolve_dtype(cfg.dtype, device)).replace("torch.", "")
@@ -86,7 +124,8 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     runner = SweepRunner(
         model, tokenizer, cells, static, window=plan.window, max_context=cfg.get("max_context"),
         decode_batch_size=int(cfg.decode_batch_size), score=plan.task.score,
-        extra_scores=plan.task.extra_scores, turns=plan.turns,
+        extra_scores=plan.task.extra_scores, turns=plan.turns, prefill=cfg.get("prefill", "default"),
+        prefill_chunk=cfg.get("prefill_chunk"),
     )
     groups = group_by_context(data.records)
     if plan.shard:  # this job's part of the contexts (shard is not part of run_id: shards share run_ids)
@@ -107,6 +146,11 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
         f"per context, {total} rows (sample x configuration) to compute, results in {out_dir}",
         file=sys.stderr,
     )
+    own = prefill_context(cfg)
+    if own and len(cells) > 1:  # docs/protocol.md, "Layer-wise and chunked prefill"
+        how = ", ".join(f"{k}={v}" for k, v in own.items())
+        print(f"[kvbench] {how}: each of the {len(cells)} configurations prefills every context on its own (the "
+              f"one-prefill sharing of the sweep does not apply) and decodes alone", file=sys.stderr)
     # counts rows (sample x configuration), moved after every decode batch: time left = rows left / row rate
     bar = tqdm(total=total, unit="row", disable=not cfg.get("progress", True), desc=f"{plan.task_name}")
     try:

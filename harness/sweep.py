@@ -74,6 +74,8 @@ class SweepRunner:
     # each prefill, (k, "decoded i/n configurations") after each decode batch of k rows
     progress: Callable[[int, str], None] | None = None
     turns: int | str = 1  # 1: each question on its own; k or "multi": conversations (harness/turns.py)
+    prefill: str = "default"  # "layerwise": each layer compressed after its attention (one configuration per prefill)
+    prefill_chunk: int | None = None  # chunked prefill: tokens per chunk, evicted to the budget after each
 
     def __post_init__(self):
         self.device = next(self.model.parameters()).device
@@ -103,6 +105,8 @@ class SweepRunner:
         todo = [c for c in self.cells if any((c.run_id, r.sample_id) not in done for r in group)]
         if self.turns != 1:  # the questions as turns of conversations
             return run_turns(self, group, todo, done)
+        if self.prefill != "default" or self.prefill_chunk is not None:
+            return self._run_own_prefill(group, todo, done)
         shared = [c for c in todo if not c.query_aware]
         if shared:
             rows += self._run_shared(group, shared, done)
@@ -138,6 +142,38 @@ class SweepRunner:
         for rec in group:
             need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
             rows += self._decode_cells(rec, need, pre, kept, enc, questions[rec.sample_id], prefill_peak)
+        return rows
+
+    def _run_own_prefill(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
+        """``prefill=layerwise`` / ``prefill_chunk``: each configuration on a prefill of its own, compressed while it
+        runs (harness/prefill_modes.py), so the one-prefill sharing of the sweep does not apply; every question
+        decodes alone (batch of one) over it. A row's ``peak_mem_bytes`` is its own prefill's and decode's."""
+        questions, enc = self._encode_group(group)
+        n = int(enc.context_ids.shape[-1])
+        how = ", ".join(([self.prefill] if self.prefill != "default" else []) +
+                        ([f"chunks of {self.prefill_chunk}"] if self.prefill_chunk else []))
+        rows = []
+        for cell in cells:
+            need = [r for r in group if (cell.run_id, r.sample_id) not in done]
+            if not need:
+                continue
+            self._report(0, f"prefill {n} tokens for {cell.label} ({how})")
+            reset_peak(self.devices)
+            ctx, cost = self.step.prefill_compress(enc.context_ids, cell, self.prefill == "layerwise",
+                                                   self.prefill_chunk)
+            prefill_peak = peak_bytes(self.devices)
+            for rec in need:
+                q_ids = questions[rec.sample_id]
+                reset_peak(self.devices)
+                timing: dict = {}
+                preds, n_gen, decode_s = self.step.decode([cell], [ctx], q_ids, rec.max_new_tokens, rec.stop_strings,
+                                                          timing=timing)
+                peak = max(peak_bytes(self.devices), prefill_peak)
+                rows.append(self.row(rec, cell, ctx, preds[0], n_gen[0], enc, q_ids.shape[-1], n, cost.full_bytes,
+                                     cost.prefill_s, {cell.score_key: cost.scoring_s}, decode_s, 1, peak,
+                                     generation_stats(timing, 0)))
+                self._report(1, f"decoded {len(rows)} rows")
+            del ctx
         return rows
 
     def _run_multi_query_aware(self, group: list[Record], cells: list[Cell], done) -> list[dict]:
@@ -258,6 +294,9 @@ class SweepRunner:
             "peak_mem_bytes": int(peak),  # max(peak_mem_prefill_bytes, peak_mem_decode_batch_bytes)
             "peak_mem_prefill_bytes": int(costs["peak_mem_prefill_bytes"]),  # the shared prefill of the context
             "peak_mem_decode_batch_bytes": int(costs["peak_mem_decode_batch_bytes"]),  # the decode batch's peak
+            # default | layerwise; tokens per prefill chunk or None (docs/protocol.md, "Layer-wise and chunked prefill")
+            "prefill": getattr(self, "prefill", "default"),
+            "prefill_chunk": getattr(self, "prefill_chunk", None),
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
         budget = getattr(cell, "decode_budget", "fixed")

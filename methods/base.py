@@ -19,6 +19,8 @@ declarations and never a method's name or its own parameters.
   prefill-only; a rule declaring ``needs_kv`` gets the cached keys and values at ``evict``, and every rule keeps
   the cache within ``DecodeRule.limit``, the protocol's ``decode_budget``). ``rerotate``: kept keys are
   re-rotated to cache positions.
+- ``prefill_query_rows(n)``: how many of the last query rows ``score`` reads (0: keys only; None: every row), so
+  the engine knows whether the method can score a chunked prefill (``prefill_chunk``, docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -169,6 +171,13 @@ class Method:
         """A fresh ``DecodeRule`` for one configuration decoded over a context of ``n`` tokens compressed to
         ``n_kept`` per head, or None (prefill-only, the default)."""
         return None
+
+    def prefill_query_rows(self, n: int) -> int | None:
+        """How many of the last query rows of an ``n``-entry layer ``score`` reads: 0 for a keys-only score, None
+        when it reads every row (the attention of the whole prefill). A chunked prefill (``prefill_chunk``,
+        docs/protocol.md) scores the kept cache plus the new chunk, of whose queries only the chunk's exist: a
+        method that needs every row cannot run there. Default: 0 without ``needs_queries``, None with it."""
+        return None if self.needs_queries else 0
 
     def params(self) -> dict:
         """The method's parameters as recorded in result rows (``method_params``)."""

@@ -83,3 +83,7 @@ class SnapKV(Method):
 
     def protected(self, n: int, n_kept: int) -> tuple[int, int]:
         return (0, min(self.window_size, n_kept, n))
+
+    def prefill_query_rows(self, n: int) -> int:
+        """The observation window: the last ``min(window_size, n)`` query rows."""
+        return min(self.window_size, n)

@@ -46,3 +46,7 @@ class TOVA(Method):
 
     def protected(self, n: int, n_kept: int) -> tuple[int, int]:
         return (0, min(1, n_kept, n))
+
+    def prefill_query_rows(self, n: int) -> int:
+        """The last context token's query only."""
+        return min(1, n)
