@@ -190,6 +190,11 @@ def masking(state: Masking):
     return _activate("masking", state)
 
 
+def scoring_with(state: Scoring):
+    """Score with a prepared ``Scoring`` state (a subclass that also evicts: harness/prefill_modes.py)."""
+    return _activate("scoring", state)
+
+
 def _sees_everything(meta: LayerMask, state: Masking) -> bool:
     """Whether a one-token step sees every cached entry of the layer, so attention needs no mask: every entry is
     valid (no padding, no decode rule on the layer) and there is no sliding window. Context entries sit before the

@@ -19,6 +19,8 @@ Which methods can run chunked is read from their declarations (``Method.prefill_
 
 from __future__ import annotations
 
+from typing import Any
+
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -103,7 +105,7 @@ class _Evicting(attention.Scoring):
     sliding: dict = field(default_factory=dict)
     layerwise: bool = False
     final: bool = False  # the last chunk: what is kept now is the configuration's compressed cache
-    cache: object = None  # the chunk's DynamicCache
+    cache: Any = None  # the chunk's DynamicCache
     mask: attention.Masking | None = None  # the chunk's masking state (None for the first chunk)
     kept: dict = field(default_factory=dict)  # layer -> LayerEntries after this chunk
     counts: dict = field(default_factory=dict)  # compressed layer -> kept entries per head
@@ -134,6 +136,7 @@ class _Evicting(attention.Scoring):
     def finish(self, idx: int) -> None:
         if idx in self.kept:
             return
+        assert self.cell is not None and self.layers is not None, "set by prefill_compress before the forward"
         layer = self.cache.layers[idx]
         keys, values = layer.keys, layer.values
         _, h_kv, length, d = keys.shape
@@ -155,8 +158,8 @@ class _Evicting(attention.Scoring):
             sc = scores if self.keep_scores else None
             if self.mask is None and self.final:  # one chunk: positions are cache indices, the default's gather
                 shim = SimpleNamespace(layers=[SimpleNamespace(keys=keys, values=values)])
-                one = compress(shim, {0: heads}, length, {0: None}, method.rerotate, self.rotary,
-                               {0: sc} if sc is not None else None)
+                one = compress(shim, {0: heads}, length, {0: None}, method.rerotate,  # type: ignore[arg-type]
+                               self.rotary, {0: sc} if sc is not None else None)  # (a one-layer stand-in)
                 entries = one.layers[0]
                 entries.sliding_window = window
                 self.next_position = one.next_position
@@ -177,7 +180,7 @@ class _Evicting(attention.Scoring):
         h_kv, k = index.shape
         g = index[None, :, :, None].expand(1, h_kv, k, keys.shape[-1])
         kk, vv, pp = torch.gather(keys, 2, g), torch.gather(values, 2, g), torch.gather(pos, 2, index[None])
-        if self.final and self.cell.method.rerotate:
+        if self.final and self.cell is not None and self.cell.method.rerotate:
             new = torch.arange(k, device=keys.device).expand(1, h_kv, k)
             kk, pp = rerotate(kk, pp, new, self.rotary), new.clone()
             self.next_position = k
@@ -198,7 +201,7 @@ def _chunk_cache(kept: dict[int, LayerEntries], n_layers_cached: int):
         layer.keys, layer.values = e.keys, e.values
         cache.layers.append(layer)
         masks[idx] = attention.LayerMask(positions=e.positions, valid=None, sliding_window=e.sliding_window)
-    device = cache.layers[0].keys.device
+    device = cache.layers[0].keys.device  # type: ignore[union-attr]  # every layer here is a DynamicLayer
     return cache, attention.Masking(layers=masks, appended=torch.zeros(1, 0, dtype=torch.long, device=device))
 
 
@@ -233,7 +236,7 @@ def prefill_compress(step, ids: torch.Tensor, cell: Cell, layerwise: bool = Fals
                           cell=cell, n=n, n_layers=step.n_layers, sliding=step.sliding, layerwise=layerwise,
                           final=final, cache=cache, mask=mask, keep_scores=step.rule(cell, n) is not None,
                           rotary=step.rotary, next_position=n)
-        with attention._activate("scoring", state):
+        with attention.scoring_with(state):
             if mask is None:
                 base(input_ids=ids[:, s:e], position_ids=positions, use_cache=True, **with_cache(base, cache))
             else:
@@ -248,6 +251,7 @@ def prefill_compress(step, ids: torch.Tensor, cell: Cell, layerwise: bool = Fals
         del cache, mask
     _sync_all(model)
     total = time.perf_counter() - t0
+    assert state is not None  # at least one chunk ran
     layers = [kept[i] for i in range(len(kept))]
     counts = [state.counts[i] for i in sorted(state.counts)]
     full = sum(b * (min(n, step.sliding[i]) if step.sliding.get(i) else n) for i, b in state.token_bytes.items())

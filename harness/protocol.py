@@ -183,7 +183,11 @@ def layer_kept(method: Method, n: int, r: float | None, budget_tokens: int | Non
     if not method.compresses:
         return n
     n_kept = n_kept_for(n, r=r, budget_tokens=budget_tokens)
-    kept = float(min(n, budget_tokens)) if budget_tokens is not None else n * (1.0 - r)
+    if budget_tokens is not None:
+        kept = float(min(n, budget_tokens))
+    else:
+        assert r is not None  # n_kept_for raised if neither was given
+        kept = n * (1.0 - r)
     return min(n, max(1, int(method.layer_budget(n, n_kept, kept, layer, n_layers))))
 
 
