@@ -137,6 +137,11 @@ class SweepRunner:
         questions, enc = self._encode_group(group)
         self._report(0, f"prefill {enc.context_ids.shape[-1]} tokens")
         pre, prefill_peak = self._prefill(enc.context_ids, cells)
+        return self._answer_all(group, cells, done, pre, enc, questions, prefill_peak)
+
+    def _answer_all(self, group, cells, done, pre: Prefilled, enc, questions, prefill_peak) -> list[dict]:
+        """Every question of ``group`` answered from one prefill: each cell selects once, then decodes each
+        question it still lacks."""
         kept = {c.run_id: self.step.select(c, pre) for c in cells}
         rows = []
         for rec in group:
@@ -188,12 +193,7 @@ class SweepRunner:
         self._report(0, f"prefill {ids.shape[-1]} tokens (query-aware, first question in view)")
         pre, prefill_peak = self._prefill(ids, cells)
         pre = self.step.restrict(pre, ids, n)
-        kept = {c.run_id: self.step.select(c, pre) for c in cells}
-        rows = []
-        for rec in group:
-            need = [c for c in cells if (c.run_id, rec.sample_id) not in done]
-            rows += self._decode_cells(rec, need, pre, kept, enc, questions[rec.sample_id], prefill_peak)
-        return rows
+        return self._answer_all(group, cells, done, pre, enc, questions, prefill_peak)
 
     def _run_query_aware(self, rec: Record, cells: list[Cell]) -> list[dict]:
         q = encode_question(self.tokenizer, rec)
