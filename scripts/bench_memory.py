@@ -78,23 +78,7 @@ def _bench_methods():
 
 def parse_args(argv: list[str]) -> dict:
     """``key=value`` over ``DEFAULTS``; unknown keys and bad values stop with the valid choices."""
-    bm = _bench_methods()
-    args = dict(DEFAULTS)
-    for a in argv:
-        if "=" not in a:
-            raise SystemExit(f"bench_memory: expected key=value, got {a!r}; keys: {', '.join(DEFAULTS)}")
-        key, value = a.split("=", 1)
-        key = key.strip().lstrip("-").replace("-", "_")
-        if key not in DEFAULTS:
-            raise SystemExit(f"bench_memory: unknown key {key!r}; keys: {', '.join(DEFAULTS)}")
-        if key in LIST_KEYS:
-            args[key] = bm._as_list(value, LIST_KEYS[key])
-        elif key in INT_KEYS:
-            args[key] = None if value.lower() in ("none", "null", "") else int(value)
-        elif key == "figure":
-            args[key] = bm._as_bool(value)
-        else:
-            args[key] = value
+    args = _bench_methods().parse_key_values(argv, "bench_memory", DEFAULTS, LIST_KEYS, INT_KEYS, ("figure",))
     bad = [m for m in args["modes"] if m not in MODES]
     if bad:
         raise SystemExit(f"bench_memory: unknown mode {bad[0]!r}; modes: {', '.join(MODES)}")

@@ -102,24 +102,31 @@ def _as_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def parse_args(argv: list[str]) -> dict:
-    """``key=value`` arguments over ``DEFAULTS``; unknown keys and bad values fail with the valid choices."""
-    args = dict(DEFAULTS)
+def parse_key_values(argv: list[str], prog: str, defaults: dict, list_keys: dict, int_keys, bool_keys) -> dict:
+    """``key=value`` arguments over ``defaults`` (the benchmarks' shared command line): unknown keys stop with the
+    valid ones; list, integer (``none``/``null``: None) and boolean keys are converted, the rest kept as text."""
+    args = dict(defaults)
     for a in argv:
         if "=" not in a:
-            raise SystemExit(f"bench_methods: expected key=value, got {a!r}; keys: {', '.join(DEFAULTS)}")
+            raise SystemExit(f"{prog}: expected key=value, got {a!r}; keys: {', '.join(defaults)}")
         key, value = a.split("=", 1)
         key = key.strip().lstrip("-").replace("-", "_")
-        if key not in DEFAULTS:
-            raise SystemExit(f"bench_methods: unknown key {key!r}; keys: {', '.join(DEFAULTS)}")
-        if key in LIST_KEYS:
-            args[key] = _as_list(value, LIST_KEYS[key])
-        elif key in INT_KEYS:
+        if key not in defaults:
+            raise SystemExit(f"{prog}: unknown key {key!r}; keys: {', '.join(defaults)}")
+        if key in list_keys:
+            args[key] = _as_list(value, list_keys[key])
+        elif key in int_keys:
             args[key] = None if value.lower() in ("none", "null", "") else int(value)
-        elif key == "warmup":
+        elif key in bool_keys:
             args[key] = _as_bool(value)
         else:
             args[key] = value
+    return args
+
+
+def parse_args(argv: list[str]) -> dict:
+    """``key=value`` arguments over ``DEFAULTS``; unknown keys and bad values fail with the valid choices."""
+    args = parse_key_values(argv, "bench_methods", DEFAULTS, LIST_KEYS, INT_KEYS, ("warmup",))
     for r in args["r"]:
         if not 0.0 <= r < 1.0:
             raise SystemExit(f"bench_methods: r={r} is outside [0, 1) (the fraction of context KV pairs removed)")
