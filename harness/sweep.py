@@ -295,11 +295,11 @@ class SweepRunner:
             "peak_mem_prefill_bytes": int(costs["peak_mem_prefill_bytes"]),  # the shared prefill of the context
             "peak_mem_decode_batch_bytes": int(costs["peak_mem_decode_batch_bytes"]),  # the decode batch's peak
             # default | layerwise; tokens per prefill chunk or None (docs/protocol.md, "Layer-wise and chunked prefill")
-            "prefill": getattr(self, "prefill", "default"),
-            "prefill_chunk": getattr(self, "prefill_chunk", None),
+            "prefill": self.prefill,
+            "prefill_chunk": self.prefill_chunk,
             "data_source": str(rec.extra.get("data_source", "")),  # the file or hub set the record came from
         }
-        budget = getattr(cell, "decode_budget", "fixed")
+        budget = cell.decode_budget
         if budget != "fixed":  # recorded only when not the default (as in run_id)
             row["decode_budget"] = budget
         if self.extra_scores:

@@ -255,8 +255,9 @@ def _row(runner_score, rec: Record, pred: str) -> dict:
 
     method = NS(name="full", params=lambda: {}, rerotate=False)
     cell = NS(run_id="run", config_json="{}", label="full", method=method, r=0.0, budget_tokens=None,
-              policy="uniform", query_aware=False, score_key="full")
-    runner = NS(static={"model": "m"}, score=runner_score, extra_scores=None, layers=[0], tokenizer=None)
+              policy="uniform", query_aware=False, score_key="full", decode_budget="fixed")
+    runner = NS(static={"model": "m"}, score=runner_score, extra_scores=None, layers=[0], tokenizer=None,
+                prefill="default", prefill_chunk=None)
     return SweepRunner.row(runner, rec, cell, NS(n_kept_mean=1.0, kept_fraction=1.0, kv_bytes=1), pred, 1,
                            NS(n_context_original=1, truncated=False), 1, 1, 1, 0.0, {}, 0.0, 1, 0)
 
