@@ -526,11 +526,56 @@ def multiquery_tables(prep: pd.DataFrame) -> list[Table]:
     return tables
 
 
+def generation_tables(prep: pd.DataFrame) -> list[Table]:
+    """Suites whose answers are long generations (``tasks.long_generation``: GSM8K's chain of thought): per method
+    and budget, the score next to what the generation cost: mean output tokens, the share of answers cut at the
+    limit, time to first token and decode speed. Compression can lengthen the output (arXiv 2503.24000), so the
+    score alone does not say what a budget saves."""
+    from tasks import long_generation
+
+    need = {"n_generated_tokens", "hit_limit", "ttft_s", "decode_tokens_per_s"}
+    if not need <= set(prep.columns):
+        return []
+    tables = []
+    for (model, suite, bucket), g in prep.groupby(R.TABLE_KEY, sort=True):
+        if not long_generation(str(suite)):
+            continue
+        allb = sorted(prep.loc[(prep["model"] == model) & (prep["suite"] == suite), "length_bucket"].unique())
+        bl = R.bucket_label(suite, bucket, allb)
+        t = Table(name=R.slug(f"generation_{suite}" + ("" if bucket == R.NO_BUCKET else f"_{bl}") + f"_{model}"),
+                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  + f", {model}: score and output length per method and budget",
+                  label_cols=["method", "r"],
+                  columns=["n", "score", "output tokens", "hit limit %", "TTFT s", "decode tok/s (batch)"],
+                  mark_best=False, show_n=False)
+        for v in R.order_variants(g):
+            for r, gr in g[g["variant"] == v].groupby("r", sort=True):
+                ref = bool(gr["reference"].iloc[0])
+                vals = (gr["score"].mean(), pd.to_numeric(gr["n_generated_tokens"], errors="coerce").mean(),
+                        100.0 * gr["hit_limit"].astype(float).mean(),
+                        pd.to_numeric(gr["ttft_s"], errors="coerce").median(),
+                        pd.to_numeric(gr["decode_tokens_per_s"], errors="coerce").median())
+                t.rows.append(((v, DASH if ref or r == R.FIXED_BUDGET else R.fmt_r(r)), [Cell(text=str(len(gr)))] + [
+                    Cell(text=DASH if math.isnan(x) else _f(x, d)) for x, d in zip(vals, (2, 1, 1, 3, 1))]))
+        t.notes = ["score: the suite's metric (GSM8K: exact-match accuracy, 0-100). output tokens: mean generated "
+                   "tokens per answer; hit limit %: answers cut at max_new_tokens. TTFT s (median): the decode's first "
+                   "step, the question part and the first token over the compressed cache (shared by a decode "
+                   "batch). decode tok/s (median): a row's steps after the first per second while its batch ran "
+                   "(configurations decoded together share the batch's pace); "
+                   "scripts/bench_methods.py times a configuration alone. [B=n]: n tokens kept per head; a method "
+                   "with a decode rule (the *_online methods) holds that budget over the whole cache, context and "
+                   "generated tokens, while it generates (docs/protocol.md, decode_budget); without one, the cache "
+                   "grows from the compressed context."]
+        finish(t)
+        tables.append(t)
+    return tables
+
+
 # ============================================================================================ main
 def build(paths: list[str], out: Path, ci: bool = False, paper: bool = False) -> list[Path]:
     df, prep, hc, tc, cc = R.load_prepared(paths, ci=ci)
     tables = main_tables(hc, ci, paper) + task_tables(tc, hc, ci) + ablation_tables(hc, ci, paper) + \
-        multiquery_tables(prep) + cost_tables(cc)
+        multiquery_tables(prep) + generation_tables(prep) + cost_tables(cc)
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -82,3 +82,13 @@ def bucket_names(suite: str) -> dict[int, str]:
 
 __all__ = ["DataMissing", "Task", "TaskData", "SUITES", "register", "make_task", "suite_class", "headline_rule",
            "bucket_names"]
+
+
+def long_generation(suite: str) -> bool:
+    """Whether the suite's answers are long generations (``Task.long_generation``, read from its class): the
+    tables then report output length and decode speed next to the score. False for a suite the registry does
+    not know."""
+    try:
+        return bool(suite_class(suite).long_generation)
+    except KeyError:
+        return False

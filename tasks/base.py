@@ -29,6 +29,9 @@ class Task:
     # labels of length_bucket values in summaries, tables and figures (LongBench-E: {0: "0-4k", ...}); read from
     # the class by ``tasks.bucket_names`` (never by constructing the suite)
     bucket_names: ClassVar[dict[int, str]] = {}
+    # true for suites whose answers are long generations (chain of thought): the tables then add output length,
+    # hit-the-limit share, time to first token and decode speed per method (``tasks.long_generation``)
+    long_generation: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         self.params = params

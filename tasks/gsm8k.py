@@ -200,6 +200,7 @@ class GSM8K(Task):
     flexible), ``chat_template`` (true)."""
 
     suite = "gsm8k"
+    long_generation = True  # the tables add output length, limit hits, TTFT and decode speed
 
     def __init__(self, **params: Any):
         super().__init__(**params)
