@@ -504,21 +504,34 @@ def multiquery_tables(prep: pd.DataFrame) -> list[Table]:
                   title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
                   + f", {model}: first question vs later questions of one compressed cache",
                   label_cols=["method", "r"],
-                  columns=["contexts", "per-context mean", "first question", "later questions", "gap"],
+                  columns=["contexts", "per-context mean", "first question", "later questions", "gap",
+                           "gap - full's"],
                   mark_best=False, show_n=False)
+
+        def gap_of(gr: pd.DataFrame) -> tuple[float, float]:
+            qi = gr["query_index"].astype(int)
+            return gr.loc[qi == 0, "score"].mean(), gr.loc[qi > 0, "score"].mean()
+
+        refs = g[g["reference"]]
+        ref_gap = float("nan")
+        if len(refs) and refs["variant"].nunique() == 1:  # one full-cache reference: the baseline gap
+            f0, f1 = gap_of(refs)
+            ref_gap = f0 - f1
         for v in R.order_variants(g):
             gv = g[g["variant"] == v]
             for r, gr in gv.groupby("r", sort=True):
-                first = gr[gr["query_index"].astype(int) == 0]["score"].mean()
-                later = gr[gr["query_index"].astype(int) > 0]["score"].mean()
+                first, later = gap_of(gr)
                 per_ctx = gr.groupby("context_id")["score"].mean()
                 ref = bool(gr["reference"].iloc[0])
+                rel = float("nan") if ref else first - later - ref_gap
                 t.rows.append(((v, DASH if ref else R.fmt_r(r)), [Cell(text=x) for x in (
                     str(len(per_ctx)), *(DASH if math.isnan(x) else _f(x) for x in (
-                        per_ctx.mean(), first, later, first - later)))]))
+                        per_ctx.mean(), first, later, first - later, rel)))]))
         t.notes = ["Score: the suite's per-question metric (squad_mq: SQuAD F1, 0-100). first question: "
                    "query_index 0 of each context; later questions: the others; gap = first - later. "
-                   "per-context mean: the mean over contexts of each context's mean score. Query-agnostic rows "
+                   "per-context mean: the mean over contexts of each context's mean score. gap - full's: the gap "
+                   "minus the full cache's gap on the same questions (the first question is not the same difficulty "
+                   "as the others; this difference is what compression adds to the gap). Query-agnostic rows "
                    "compress each context once without a question; (query-aware) rows compress it once with the "
                    "first question in view and answer every question from that cache."]
         finish(t)
