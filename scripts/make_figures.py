@@ -126,7 +126,7 @@ def _legend(fig, ax_or_axes, ncol=3) -> None:
 
 def score_figures(hc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
     for (model, suite, bucket), g in hc.groupby(R.TABLE_KEY, sort=True):
-        if g["reference"].all():
+        if (g["reference"] | (g["r"] == R.FIXED_BUDGET)).all():  # nothing to plot against r
             continue
         allb = sorted(hc.loc[(hc["model"] == model) & (hc["suite"] == suite), "length_bucket"].unique())
         nv = g["variant"].nunique()
@@ -137,6 +137,41 @@ def score_figures(hc: pd.DataFrame, styles: Styles, out: Path, written: list[Pat
         ax.set_title(title_of(suite, bucket, allb, model))
         _legend(fig, ax)
         save(fig, out, R.slug(f"score_{suite}_{R.bucket_label(suite, bucket, allb)}_{model}"), written)
+
+
+def generation_figures(prep: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
+    """Long-generation suites (``tasks.long_generation``: GSM8K) run with fixed token budgets: score and mean
+    output tokens against the budget, one line per method, the full cache dashed (the table is
+    ``generation_*``)."""
+    from tasks import long_generation
+
+    if "budget_tokens" not in prep or "n_generated_tokens" not in prep:
+        return
+    for (model, suite, bucket), g in prep.groupby(R.TABLE_KEY, sort=True):
+        budget = pd.to_numeric(g["budget_tokens"], errors="coerce")
+        if not long_generation(str(suite)) or not (budget.notna() & ~g["reference"]).any():
+            continue
+        g = g.assign(budget=budget, line=g["variant"].str.replace(r"\[B=\d+\]", "", regex=True),
+                     tokens=pd.to_numeric(g["n_generated_tokens"], errors="coerce"))
+        allb = sorted(prep.loc[(prep["model"] == model) & (prep["suite"] == suite), "length_bucket"].unique())
+        fig, axes = plt.subplots(1, 2, figsize=(2 * COL_W, 2.5), layout="constrained")
+        full = g[g["reference"]]
+        for ax, y, label in ((axes[0], "score", "score"), (axes[1], "tokens", "mean output tokens")):
+            for line in R.order_variants(g[~g["reference"] & g["budget"].notna()], col="line"):
+                d = g[(g["line"] == line) & g["budget"].notna()].groupby("budget")[y].mean()
+                color, marker = styles(next(v for v in g.loc[g["line"] == line, "variant"]))
+                ax.plot(d.index, d.values, color=color, marker=marker, label=line)
+            if len(full):
+                ax.axhline(float(full[y].mean()), color="black", linestyle="--", linewidth=0.9, label="full cache")
+            budgets = sorted(g.loc[~g["reference"], "budget"].dropna().unique())
+            ax.set_xticks(budgets)
+            ax.set_xticklabels([str(int(b)) for b in budgets])
+            ax.set_xlabel("budget (tokens per head, whole cache)")
+            ax.set_ylabel(label)
+            ax.grid(True)
+        fig.suptitle(title_of(suite, bucket, allb, model))
+        _legend(fig, axes)
+        save(fig, out, R.slug(f"generation_{suite}_{R.bucket_label(suite, bucket, allb)}_{model}"), written)
 
 
 def task_figures(tc: pd.DataFrame, hc: pd.DataFrame, styles: Styles, out: Path, written: list[Path]) -> None:
@@ -311,6 +346,7 @@ def build(paths: list[str], out: Path, perf: Path | None = None) -> list[Path]:
         score_figures(hc, styles, out, written)
         task_figures(tc, hc, styles, out, written)
         niah_figures(prep, styles, out, written)
+        generation_figures(prep, styles, out, written)
         cost_figures(cc, styles, out, written, load_bench(perf))
     return written
 

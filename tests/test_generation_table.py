@@ -19,7 +19,7 @@ def _lines(md: str) -> dict[str, list[str]]:
             for ln in md.splitlines() if ln.startswith("| ") and "method" not in ln}
 
 
-def test_per_method_and_budget_means(tmp_path):
+def _rows() -> list[dict]:
     """Two problems. full: scores 100, 0; 100 and 256 tokens (the second cut at the limit); TTFT 0.1, 0.3 (median
     0.2); rates 20, 30 (median 25). h2o_online[B=128]: scores 0, 0; 256 and 256 tokens, both at the limit."""
     task = dict(task="gsm8k", task_params={})
@@ -32,7 +32,12 @@ def test_per_method_and_budget_means(tmp_path):
                 **gen)]
     rows += [row(f"gsm8k/{i}", 0, h2o, n_generated_tokens=256, hit_limit=True, ttft_s=0.2, decode_tokens_per_s=10.0,
                  budget_tokens=128, **gen) for i in (1, 2)]
-    write(rows, tmp_path / "runs" / "p.parquet")
+    return rows
+
+
+def test_per_method_and_budget_means(tmp_path):
+    """The hand-worked means of ``_rows``."""
+    write(_rows(), tmp_path / "runs" / "p.parquet")
     make_tables.build([str(tmp_path / "runs")], tmp_path / "out")
     lines = _lines(next((tmp_path / "out").glob("generation_gsm8k*.md")).read_text())
     assert lines["full"] == ["2", "50.00", "178.0", "50.0", "0.200", "25.0"]
@@ -47,3 +52,13 @@ def test_only_long_generation_suites(tmp_path):
           tmp_path / "runs" / "p.parquet")
     make_tables.build([str(tmp_path / "runs")], tmp_path / "out")
     assert not list((tmp_path / "out").glob("generation_*"))
+
+
+def test_generation_figure_against_budget(tmp_path):
+    """Fixed-budget rows have no ratio: no empty score-vs-r figure, a score/output-length-vs-budget one instead."""
+    import make_figures
+
+    write(_rows(), tmp_path / "runs" / "p.parquet")
+    names = {p.name for p in make_figures.build([str(tmp_path / "runs")], tmp_path / "out")}
+    assert "generation_gsm8k_all_m.png" in names
+    assert not any(n.startswith("score_") for n in names)
