@@ -272,12 +272,28 @@ def _load_tokenizer(spec: ModelSpec):
             return AutoTokenizer.from_pretrained(cached)
         gguf = gguf_path(spec)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        cached.mkdir(parents=True, exist_ok=True)
-        tok.save_pretrained(cached)
+        _save_tokenizer(tok, cached)
         return tok
     if spec.source == "random":
         return _load_tokenizer(model_spec(spec.tokenizer or "smollm2-135m"))
     return AutoTokenizer.from_pretrained(spec.ref(), **_hub_kwargs(spec))
+
+
+def _save_tokenizer(tok, cached: Path) -> None:
+    """Write the tokenizer files into ``cached`` so that a concurrent run (several processes of a multirun on one
+    host) never reads a half-written folder: saved into a private temporary folder first, then moved in file by
+    file (atomic renames), ``tokenizer_config.json`` (the marker ``_load_tokenizer`` checks) last."""
+    import shutil
+    import tempfile
+
+    cached.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=cached))
+    try:
+        tok.save_pretrained(tmp)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "tokenizer_config.json"):
+            os.replace(f, cached / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _is_split(spec: ModelSpec) -> bool:
@@ -440,7 +456,7 @@ def _load_gguf(spec: ModelSpec, dtype: torch.dtype):
     gguf = gguf_path(spec)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     cached.mkdir(parents=True, exist_ok=True)
-    tmp = cached / "model.safetensors.tmp"
+    tmp = cached / f"model.safetensors.tmp-{os.getpid()}"  # one per process: concurrent first loads do not collide
     _save_weights(model, tmp)
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)

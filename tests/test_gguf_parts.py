@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,25 @@ def test_check_model_finds_a_truncated_part_before_any_weights_load(split_model)
     (site / "fakepart2" / "data" / "part02.bin").write_bytes(chunks[1][:10])
     with pytest.raises(ValueError, match="fakepart2==0.9.0"):
         models.check_model(spec)
+
+
+def test_tokenizer_cache_is_written_whole(tmp_path, monkeypatch):
+    """The cached tokenizer folder of a GGUF model is filled through a private temporary folder and atomic renames,
+    ``tokenizer_config.json`` (the marker a concurrent run checks before reading) last; nothing temporary is left."""
+    class Tok:
+        def save_pretrained(self, folder):
+            for name in ("tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"):
+                (Path(folder) / name).write_text(name)
+
+    order = []
+    real = models.os.replace
+
+    def spy(src, dst):
+        order.append(Path(dst).name)
+        real(src, dst)
+
+    cached = tmp_path / "cache" / "m"
+    monkeypatch.setattr(models.os, "replace", spy)
+    models._save_tokenizer(Tok(), cached)
+    assert order[-1] == "tokenizer_config.json" and sorted(order) == sorted(p.name for p in cached.iterdir())
+    assert (cached / "tokenizer.json").read_text() == "tokenizer.json"

@@ -55,7 +55,21 @@ def test_scores_and_kept_positions_do_not_depend_on_the_kernel(models, context, 
         assert len(kept_s) == len(kept_e) == TINY_ARCHS[arch]["num_hidden_layers"]
         for layer, (heads_s, heads_e) in enumerate(zip(kept_s, kept_e)):
             for head, (ks, ke) in enumerate(zip(heads_s, heads_e)):
-                assert torch.equal(ks, ke), f"{config} r={r}: layer {layer} head {head} keeps different positions"
+                if torch.equal(ks, ke):
+                    continue
+                # a swap is allowed only between near-tied positions: the kernels round a layer's inputs
+                # differently in the last bits, which can reorder two scores closer than that rounding (seen on
+                # some CPUs, e.g. knorm on qwen3); any other difference is a kernel dependence
+                s = s_scores["m"].get(layer)
+                assert s is not None and len(ks) == len(ke), \
+                    f"{config} r={r}: layer {layer} head {head} keeps different positions"
+                row = s[0, head].flatten() if s.dim() > 2 else s[head].flatten()
+                only_s = sorted(set(ks.tolist()) - set(ke.tolist()))
+                only_e = sorted(set(ke.tolist()) - set(ks.tolist()))
+                spread = (row[only_s + only_e].max() - row[only_s + only_e].min()).item()
+                assert spread <= 1e-4 * row.abs().max().item() + 1e-5, \
+                    f"{config} r={r}: layer {layer} head {head} keeps different positions, not near-ties " \
+                    f"(score spread {spread:.3g})"
 
 
 class _Tok:

@@ -5,8 +5,8 @@ entries only, no padding to the longest head), uniform budgets as a plain cache,
 d76a17c) decoded for a small grid of configurations on tiny random models: the greedy tokens of each configuration
 alone and in a batch (the prefill-only configurations as one batch, the sweep's way; the rule configurations as
 another), and digests of every logit of both. The test decodes the same grid now and compares them bit for bit
-(the logits only on the torch version and CPU kernels the golden was made with: other SIMD kernels round
-differently).
+(the logits only on the torch version and CPU instruction sets the golden was made with: other SIMD kernels
+round differently; ``platform``).
 Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
 """
 
@@ -132,9 +132,23 @@ def decode_grid(arch: str, monkeypatch=None) -> dict[str, dict]:
         P.eos_ids = original
 
 
+def cpu_isa() -> str:
+    """The vector instruction sets of this CPU (Linux ``/proc/cpuinfo`` flags: avx*, amx*, fma), sorted; "" where
+    unknown. torch's ``cpu_capability`` says AVX512 on CPUs whose oneDNN/MKL float32 kernels still round differently
+    (an AMX-capable Xeon gave other logit digests than the golden's machine, with the same tokens)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))))
+
+
 def platform() -> dict:
-    """What float rounding depends on: the logit digests are compared only where this matches the golden's."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What float rounding depends on: the logit digests are compared only where this matches the golden's (the
+    committed golden predates ``cpu_isa``, so its digests are compared only once it is regenerated on purpose;
+    kept entries and tokens are compared everywhere)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": cpu_isa()}
 
 
 @pytest.fixture
