@@ -308,6 +308,11 @@ def headline_note(suite: str, official: bool) -> str:
             "so its official headline could not be used).")
 
 
+def block_title(suite: str, bucket: int, allb: list[int]) -> str:
+    """"RULER 4k": the suite's title and, when the rows have a length bucket, its label among ``allb``."""
+    return SUITE_TITLE.get(suite, suite) + ("" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}")
+
+
 def rcol(r: float) -> str:
     return R.fmt_r(r) if r == R.FIXED_BUDGET else f"r={R.fmt_r(r)}"
 
@@ -337,7 +342,7 @@ def main_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
         bl = R.bucket_label(suite, bucket, allb)
         rs = column_rs(g)
         t = Table(name=R.slug(f"{suite}_{bl}_{model}"),
-                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  title=block_title(suite, bucket, allb)
                   + f", {model}: score by compression ratio r",
                   label_cols=["method"], columns=[rcol(r) for r in rs])
         paper_used = False
@@ -363,7 +368,7 @@ def task_tables(tc: pd.DataFrame, hc: pd.DataFrame, ci: bool) -> list[Table]:
         tasks = R.task_order(suite, sorted(g["task"].unique()))
         rs = column_rs(h)
         t = Table(name=R.slug(f"{suite}_{bl}_{model}_tasks"),
-                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  title=block_title(suite, bucket, allb)
                   + f", {model}: per-task scores",
                   label_cols=["method"], columns=[TASK_ABBREV.get(x, x) for x in tasks] + ["Avg"])
         variants = R.order_variants(g)
@@ -429,8 +434,7 @@ def ablation_tables(hc: pd.DataFrame, ci: bool, paper: bool) -> list[Table]:
         sub = []
         for (suite, bucket), g in blocks:
             allb = sorted(gm.loc[gm["suite"] == suite, "length_bucket"].unique())
-            t.rows.append(f"{SUITE_TITLE.get(suite, suite)}"
-                          + ("" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}"))
+            t.rows.append(block_title(suite, bucket, allb))
             refs = R.reference_labels(g)
             for v in refs + names:
                 cells, used = variant_cells(g, v, rs, model, suite, bucket, paper)
@@ -464,8 +468,7 @@ def cost_tables(cc: pd.DataFrame) -> list[Table]:
                   mark_best=False, show_n=False)
         for (dev, suite, bucket), g in gm.groupby(["device", "suite", "length_bucket"], sort=True):
             allb = sorted(gm.loc[gm["suite"] == suite, "length_bucket"].unique())
-            t.rows.append(", ".join(x for x in (SUITE_TITLE.get(suite, suite) + (
-                "" if bucket == R.NO_BUCKET else f" {R.bucket_label(suite, bucket, allb)}"), dev) if x))
+            t.rows.append(", ".join(x for x in (block_title(suite, bucket, allb), dev) if x))
             for v in R.order_variants(g):
                 for _, c in g[g["variant"] == v].sort_values("r").iterrows():
                     def fx(x, d, scale=1.0):
@@ -501,26 +504,26 @@ def multiquery_tables(prep: pd.DataFrame) -> list[Table]:
         allb = sorted(mq.loc[(mq["model"] == model) & (mq["suite"] == suite), "length_bucket"].unique())
         bl = R.bucket_label(suite, bucket, allb)
         t = Table(name=R.slug(f"multiquery_{suite}_{bl}_{model}"),
-                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  title=block_title(suite, bucket, allb)
                   + f", {model}: first question vs later questions of one compressed cache",
                   label_cols=["method", "r"],
                   columns=["contexts", "per-context mean", "first question", "later questions", "gap",
                            "gap - full's"],
                   mark_best=False, show_n=False)
 
-        def gap_of(gr: pd.DataFrame) -> tuple[float, float]:
+        def first_and_later(gr: pd.DataFrame) -> tuple[float, float]:
             qi = gr["query_index"].astype(int)
             return gr.loc[qi == 0, "score"].mean(), gr.loc[qi > 0, "score"].mean()
 
         refs = g[g["reference"]]
         ref_gap = float("nan")
         if len(refs) and refs["variant"].nunique() == 1:  # one full-cache reference: the baseline gap
-            f0, f1 = gap_of(refs)
+            f0, f1 = first_and_later(refs)
             ref_gap = f0 - f1
         for v in R.order_variants(g):
             gv = g[g["variant"] == v]
             for r, gr in gv.groupby("r", sort=True):
-                first, later = gap_of(gr)
+                first, later = first_and_later(gr)
                 per_ctx = gr.groupby("context_id")["score"].mean()
                 ref = bool(gr["reference"].iloc[0])
                 rel = float("nan") if ref else first - later - ref_gap
@@ -556,7 +559,7 @@ def generation_tables(prep: pd.DataFrame) -> list[Table]:
         allb = sorted(prep.loc[(prep["model"] == model) & (prep["suite"] == suite), "length_bucket"].unique())
         bl = R.bucket_label(suite, bucket, allb)
         t = Table(name=R.slug(f"generation_{suite}" + ("" if bucket == R.NO_BUCKET else f"_{bl}") + f"_{model}"),
-                  title=f"{SUITE_TITLE.get(suite, suite)}" + ("" if bucket == R.NO_BUCKET else f" {bl}")
+                  title=block_title(suite, bucket, allb)
                   + f", {model}: score and output length per method and budget",
                   label_cols=["method", "r"],
                   columns=["n", "score", "output tokens", "hit limit %", "TTFT s", "decode tok/s (batch)"],

@@ -63,7 +63,7 @@ def test_scores_and_kept_positions_do_not_depend_on_the_kernel(models, context, 
                 s = s_scores["m"].get(layer)
                 assert s is not None and len(ks) == len(ke), \
                     f"{config} r={r}: layer {layer} head {head} keeps different positions"
-                row = s[0, head].flatten() if s.dim() > 2 else s[head].flatten()
+                row = s[head]  # a layer's scores: (KV heads, positions)
                 only_s = sorted(set(ks.tolist()) - set(ke.tolist()))
                 only_e = sorted(set(ke.tolist()) - set(ks.tolist()))
                 spread = (row[only_s + only_e].max() - row[only_s + only_e].min()).item()
