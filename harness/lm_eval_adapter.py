@@ -444,11 +444,14 @@ TASK_PACKAGES = {
 }
 
 
-def check_task_packages(tasks: list[str] | None) -> None:
+def check_task_packages(tasks: list[str] | str | None) -> None:
     """One line naming the missing packages when lm-eval's longbench or RULER tasks are asked for without them
-    (lm-eval would fail while loading the task, after indexing every task)."""
+    (lm-eval would fail while loading the task, after indexing every task). ``tasks`` is the command line's list
+    or a config file's ``tasks:``, which may be one comma-separated string."""
     import importlib.util
 
+    if isinstance(tasks, str):  # a config file's `tasks: a,b` (iterating it would go character by character)
+        tasks = [tasks]
     names = [str(t).strip().lower() for t in tasks or [] for t in str(t).split(",")]
     for extra, (prefixes, packages) in TASK_PACKAGES.items():
         if any(n.startswith(prefixes) for n in names):

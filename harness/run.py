@@ -40,6 +40,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def cap_answer_tokens(cfg, records: list) -> None:
+    """``max_new_tokens=N`` (conf/config.yaml): cap every record's answer length at N (quick runs); unset, each
+    task's official value stands."""
+    if cfg.get("max_new_tokens"):
+        for rec in records:
+            rec.max_new_tokens = min(rec.max_new_tokens, int(cfg.max_new_tokens))
+
+
 def run_context(cfg, plan: Plan, dtype: str, device: str) -> dict:
     """The parts of the resolved configuration that define results (hashed into run_id, with the cell). The
     model's chat-template variables only when it has some (Qwen3: thinking off), and ``turns`` only when it is not
@@ -105,9 +113,7 @@ def _run(cfg, plan: Plan, device_arg: str) -> pd.DataFrame:
     data = plan.task.load(tokenizer, cfg.n_samples, int(cfg.seed))
     for sub, reason in sorted(data.skipped.items()):
         print(f"[kvbench] skipped {plan.task_name}/{sub}: {reason}", file=sys.stderr)
-    if cfg.get("max_new_tokens"):
-        for rec in data.records:
-            rec.max_new_tokens = min(rec.max_new_tokens, int(cfg.max_new_tokens))
+    cap_answer_tokens(cfg, data.records)
     if not data.records:
         raise UsageError(f"task {plan.task_name} produced no records (every sub-task skipped: see the messages above)")
 

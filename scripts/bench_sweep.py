@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.models import load_model  # noqa: E402
 from harness.plan import make_plan  # noqa: E402
-from harness.run import compose, run_context  # noqa: E402
+from harness.run import cap_answer_tokens, compose, run_context  # noqa: E402
 from harness.sweep import SweepRunner, git_commit, group_by_context  # noqa: E402
 
 
@@ -55,6 +55,7 @@ def main(argv: list[str]) -> dict:
     # sample i of every sub-task, round robin, until n_contexts contexts
     per_task = max(1, -(-n_contexts // 6))
     data = plan.task.load(tok, per_task, int(cfg.seed))
+    cap_answer_tokens(cfg, data.records)  # max_new_tokens=N, as in the harness
     groups = list(group_by_context(data.records).values())
     by_task: dict[str, list] = {}
     for g in groups:
@@ -99,6 +100,7 @@ def main(argv: list[str]) -> dict:
         "n_rows": len(a),
         "n_different": len(diff),
         "decode_batch_size": int(cfg.decode_batch_size),
+        "max_new_tokens": cfg.get("max_new_tokens"),  # null: each task's official answer length
         "device": str(model.device),
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),

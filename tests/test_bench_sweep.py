@@ -30,6 +30,7 @@ def test_bench_sweep_compares_both_arms(tmp_path, capsys):
     assert result["contexts"] == 2
     assert result["configs"] == 5  # full once (independent of r) + 2 methods x 2 ratios
     assert result["n_rows"] == 10
+    assert result["max_new_tokens"] == 4  # the cap reached the records (it used to be ignored)
     assert result["identical_predictions"] is True and result["n_different"] == 0
     assert result["shared_s"] > 0 and result["independent_s"] > 0
     # speedup is the ratio of the unrounded times; the printed times are rounded to 0.01 s, the speedup too

@@ -288,6 +288,9 @@ def test_missing_packages_of_lm_evals_longbench_tasks_are_named(lm_modules, monk
     with pytest.raises(UsageError, match=need):
         lm_modules.prepare_argv(argv)
     lm_modules.prepare_argv(argv[:-1] + ["kvb_tiny_gen"])  # other tasks do not need them
+    with pytest.raises(UsageError, match=need):  # a config file's `tasks:` may be one comma-separated string
+        lm_modules.check_task_packages("kvb_tiny_gen, longbench_qasper")
+    lm_modules.check_task_packages("kvb_tiny_gen")
 
 
 def test_results_folders_differ_by_method_and_budget(lm_modules):

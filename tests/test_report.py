@@ -251,6 +251,23 @@ def test_paper_numbers_and_ablation_and_cost(tmp_path):
     assert "[79.32]" not in (tmp_path / "out2" / "ruler_4k_Qwen3-4B.md").read_text()
 
 
+def test_ablation_table_only_for_blocks_that_ran_an_ablation_variant(tmp_path):
+    # RULER 4k ran the ablation; a LongBench comparison ran only the seed methods nestedkv and keydiff
+    rows = [row(m, r, "a", i, 50, suite="ruler") for m in ("full", "nestedkv", "nestedkv_uniform", "keydiff")
+            for r in ((0.0,) if m == "full" else (0.5,)) for i in range(2)]
+    rows += [row(m, r, "hotpotqa", i, 20, suite="longbench", bucket=None) for m in ("full", "nestedkv", "keydiff")
+             for r in ((0.0,) if m == "full" else (0.5,)) for i in range(2)]
+    write(rows, tmp_path / "res")
+    make_tables.build([str(tmp_path / "res")], tmp_path / "out")
+    abl = (tmp_path / "out" / "ablation_Qwen3-4B.md").read_text()
+    assert "*RULER" in abl and "LongBench" not in abl
+    assert "| nestedkv_uniform | w/o adaptive budget | **50.00** |" in abl  # all tie at 50: all bold
+    # without any ablation-only variant there is no ablation table at all
+    write([x for x in rows if x["method"] != "nestedkv_uniform"], tmp_path / "res2")
+    make_tables.build([str(tmp_path / "res2")], tmp_path / "out2")
+    assert not (tmp_path / "out2" / "ablation_Qwen3-4B.md").exists()
+
+
 def test_bootstrap_ci_is_deterministic_and_brackets_the_mean(tmp_path):
     write(grid_rows(), tmp_path / "res")
     prep = R.prepare(R.load_results(tmp_path / "res"))
