@@ -6,8 +6,10 @@ d76a17c) decoded for a small grid of configurations on tiny random models: the g
 alone and in a batch (the prefill-only configurations as one batch, the sweep's way; the rule configurations as
 another), and digests of every logit of both. The test decodes the same grid now and compares them bit for bit
 (the logits only on the torch version and CPU instruction sets the golden was made with: other SIMD kernels
-round differently; ``platform``).
-Regenerate only on purpose: ``python tests/test_storage.py`` (then explain the change in the commit).
+round differently; ``platform``). The committed golden was made by running this file's ``__main__`` with the
+code of d76a17c, on an AMX-capable Xeon (its ``_platform``); elsewhere the tokens and kept entries are compared.
+Regenerate only on purpose, from the padded-storage code: ``git worktree add /tmp/d76 d76a17c``, copy this file
+into its ``tests/``, run ``python tests/test_storage.py`` there, copy the golden back, and say so in the commit.
 """
 
 from __future__ import annotations
@@ -145,9 +147,8 @@ def cpu_isa() -> str:
 
 
 def platform() -> dict:
-    """What float rounding depends on: the logit digests are compared only where this matches the golden's (the
-    committed golden predates ``cpu_isa``, so its digests are compared only once it is regenerated on purpose;
-    kept entries and tokens are compared everywhere)."""
+    """What float rounding depends on: the logit digests are compared only where this matches the golden's
+    ``_platform`` (kept entries and tokens are compared everywhere)."""
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": cpu_isa()}
 
 
