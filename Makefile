@@ -51,7 +51,7 @@ tables: install
 ifeq ($(strip $(RESULTS)),)
 	$(PYTHON) scripts/make_tables.py results/demo/runs --out results/demo
 	$(PYTHON) scripts/make_tables.py results/reference/runs --out results/reference --ci
-	$(PYTHON) scripts/model_by_length.py results/model_by_length/runs results/reference/runs --out results/model_by_length
+	$(PYTHON) scripts/model_by_length.py results/model_by_length/runs --out results/model_by_length
 else
 	$(PYTHON) scripts/make_tables.py $(RESULTS) --out $(OUT)
 endif
